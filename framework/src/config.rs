@@ -1,0 +1,335 @@
+//! Engine settings (`settings.yml`) and per-organization config (`config/organizations/*.yml`).
+//! Every struct rejects unknown fields so a typo is an error naming the file and line, never a
+//! silently ignored option.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::input_error;
+
+/// Reads a YAML file into `T`; parse errors name the file, line and column.
+pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input_error!("{}: cannot read: {e}", path.display()))?;
+    parse_yaml(path, &text)
+}
+
+/// Parses YAML text that came from `path` (used in messages only).
+pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    serde_saphyr::from_str(text).map_err(|e| input_error!("{}: {e}", path.display()))
+}
+
+/// `settings.yml`: how this Ferry installation runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub secrets: SecretSettings,
+    #[serde(default)]
+    pub sync: SyncSettings,
+    #[serde(default)]
+    pub paths: PathSettings,
+    /// Directory of the settings file; relative paths in it are resolved against this.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A file path (SQLite, the embedded default) or a `postgres://` URL.
+    pub url: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: ".ferry/ferry.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// Environment variable holding the base64 key that encrypts credentials at rest.
+    pub key_env: String,
+    /// Used when `key_env` is unset: a key file created on first use with mode 0600.
+    pub key_file: String,
+}
+
+impl Default for SecretSettings {
+    fn default() -> Self {
+        Self {
+            key_env: "FERRY_SECRET_KEY".into(),
+            key_file: ".ferry/secret.key".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// Records per page on incremental runs.
+    pub page_size: usize,
+    /// Records per page on an entity's first sync (external side first).
+    pub first_sync_batch_size: usize,
+    /// External changes are read since `watermark - lookback` to survive clock skew.
+    pub lookback_seconds: i64,
+    /// How long a connection lease lasts without renewal (a crashed run frees it after this).
+    pub lease_seconds: i64,
+    /// Per-request HTTP timeout.
+    pub http_timeout_seconds: u64,
+    /// Retries of transient and rate-limited API calls before the record fails.
+    pub max_retries: u32,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            page_size: 200,
+            first_sync_batch_size: 100,
+            lookback_seconds: 300,
+            lease_seconds: 600,
+            http_timeout_seconds: 30,
+            max_retries: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathSettings {
+    pub hub_model: String,
+    pub organizations: String,
+    pub mappers: String,
+}
+
+impl Default for PathSettings {
+    fn default() -> Self {
+        Self {
+            hub_model: "config/hub.yml".into(),
+            organizations: "config/organizations".into(),
+            mappers: "mappers".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `settings.yml`; a missing file is an error because paths are relative to it.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut s: Settings = load_yaml(path)?;
+        s.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        if s.sync.page_size == 0 || s.sync.first_sync_batch_size == 0 {
+            return Err(input_error!(
+                "{}: sync.page_size and sync.first_sync_batch_size must be at least 1",
+                path.display()
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Settings for code that has no file (tests, the demo): defaults rooted at `base_dir`.
+    pub fn with_base(base_dir: &Path, database_url: &str) -> Self {
+        Settings {
+            database: DatabaseSettings {
+                url: database_url.into(),
+            },
+            secrets: SecretSettings::default(),
+            sync: SyncSettings::default(),
+            paths: PathSettings::default(),
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    /// Resolves a path from the settings against the settings file's directory.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The database URL with a relative SQLite path resolved.
+    pub fn database_url(&self) -> String {
+        let url = &self.database.url;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") || url == ":memory:" {
+            url.clone()
+        } else {
+            self.resolve(url.trim_start_matches("sqlite://"))
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    /// Loads every organization file, sorted by file name.
+    pub fn organizations(&self) -> Result<Vec<OrgConfig>> {
+        let dir = self.resolve(&self.paths.organizations);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| input_error!("{}: cannot read directory: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+            .collect();
+        files.sort();
+        let mut orgs = Vec::new();
+        for f in files {
+            let mut org: OrgConfig = load_yaml(&f)?;
+            org.source = f.clone();
+            org.check()?;
+            if orgs.iter().any(|o: &OrgConfig| o.slug == org.slug) {
+                return Err(input_error!(
+                    "{}: organization slug {:?} is defined twice",
+                    f.display(),
+                    org.slug
+                ));
+            }
+            orgs.push(org);
+        }
+        Ok(orgs)
+    }
+}
+
+/// One organization (tenant): its connections and which entities each syncs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    pub slug: String,
+    pub name: String,
+    #[serde(default = "yes")]
+    pub sync_enabled: bool,
+    /// Records last changed before this are never synced (Maestrano's "no historical data").
+    #[serde(default)]
+    pub date_filtering_limit: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl OrgConfig {
+    fn check(&self) -> Result<()> {
+        let file = self.source.display();
+        if self.slug.trim().is_empty() {
+            return Err(input_error!("{file}: field `slug` must not be empty"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.connections {
+            if !seen.insert(&c.name) {
+                return Err(input_error!(
+                    "{file}: connection {:?}: name is used twice",
+                    c.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+}
+
+/// One account in one external application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub connector: String,
+    /// Connector settings (base URLs, tenant ids...); the connector validates them.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    /// Secrets by name, each read from the environment variable it names.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRef>,
+    /// Per-connection mapping parameters (e.g. which user-defined field holds a value).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Entities to sync, by the connector's entity name.
+    #[serde(default)]
+    pub entities: BTreeMap<String, EntitySelection>,
+}
+
+/// Where a secret comes from. Only environment variables: secrets never live in files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub env: String,
+}
+
+/// Direction and conflict policy of one synced entity.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySelection {
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub conflict: ConflictPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Both,
+    ToHub,
+    ToExternal,
+}
+
+impl Direction {
+    pub fn to_hub(self) -> bool {
+        matches!(self, Direction::Both | Direction::ToHub)
+    }
+    pub fn to_external(self) -> bool {
+        matches!(self, Direction::Both | Direction::ToExternal)
+    }
+}
+
+/// How a record changed on both sides since the last sync is settled.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The side with the newer update time wins; a tie goes to the external side.
+    #[default]
+    Newest,
+    /// The hub always wins (Maestrano's `connec_preemption: true`).
+    Hub,
+    /// The external application always wins.
+    External,
+}
+
+impl ConnectionConfig {
+    /// Reads every secret from its environment variable; a missing one names the variable.
+    pub fn resolve_secrets(&self, file: &Path) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for (name, r) in &self.secrets {
+            let v = std::env::var(&r.env).with_context(|| {
+                format!(
+                    "{}: connection {:?}: secret `{name}` needs environment variable {}",
+                    file.display(),
+                    self.name,
+                    r.env
+                )
+            });
+            let v = v.map_err(|e| input_error!("{e:#}"))?;
+            out.insert(name.clone(), v);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,182 @@
+//! The HTTP toolkit connectors share: error classification, retries that honour Retry-After,
+//! API call counting, and token storage for OAuth flows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::secrets::Cipher;
+use crate::store::Store;
+
+/// A classified API failure; the class decides what the engine does next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Credentials rejected even after a refresh: the connection fails clearly.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The record is gone: its id map is marked inactive.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Wait per Retry-After, then retry.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// Timeouts, 5xx: retried with backoff.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// The application refused the request: stored on the id map, the run goes on.
+    #[error("rejected: {0}")]
+    Permanent(String),
+    /// The response could not be read: a per-record error naming what was wrong.
+    #[error("malformed response: {0}")]
+    Malformed(String),
+}
+
+impl ApiError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApiError::RateLimited { .. } | ApiError::Transient(_))
+    }
+
+    /// Classifies an HTTP status with the application's own error message.
+    pub fn from_status(status: u16, retry_after: Option<Duration>, message: String) -> ApiError {
+        match status {
+            401 | 403 => ApiError::Auth(format!("HTTP {status}: {message}")),
+            404 | 410 => ApiError::NotFound(format!("HTTP {status}: {message}")),
+            429 => ApiError::RateLimited {
+                retry_after,
+                message: format!("HTTP 429: {message}"),
+            },
+            408 | 500..=599 => ApiError::Transient(format!("HTTP {status}: {message}")),
+            _ => ApiError::Permanent(format!("HTTP {status}: {message}")),
+        }
+    }
+
+    /// Classifies a transport error (timeouts and connection failures are transient).
+    pub fn from_transport(e: reqwest::Error) -> ApiError {
+        ApiError::Transient(format!("request failed: {}", e.without_url()))
+    }
+}
+
+/// Reads `Retry-After` in seconds (HTTP dates are rare in APIs and fall back to backoff).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Runs `op`, retrying retryable failures up to `max_retries` times: Retry-After when the
+/// application gives one (capped at 60 s), else exponential backoff from 200 ms.
+pub async fn with_retry<T, F, Fut>(max_retries: u32, mut op: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < max_retries => {
+                let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(5)));
+                let wait = match &e {
+                    ApiError::RateLimited {
+                        retry_after: Some(d),
+                        ..
+                    } => (*d).min(Duration::from_secs(60)),
+                    _ => backoff,
+                };
+                tracing::debug!(error = %e, ?wait, attempt, "retrying API call");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Counts API calls so runs can report and tests can assert their cost.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    calls: AtomicU64,
+}
+
+impl ApiStats {
+    pub fn record_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// OAuth tokens of one connection, decrypted.
+#[derive(Clone, Default, PartialEq)]
+pub struct Tokens {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Stored version, for compare-and-swap saves.
+    pub version: i64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &self.access_token.as_ref().map(|_| "[REDACTED]"))
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[REDACTED]"))
+            .field("expires_at", &self.expires_at)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Encrypted token storage for one connection, shared by every worker of it.
+#[derive(Clone, Debug)]
+pub struct TokenStore {
+    store: Store,
+    cipher: Cipher,
+    connection_id: i64,
+}
+
+impl TokenStore {
+    pub fn new(store: Store, cipher: Cipher, connection_id: i64) -> Self {
+        Self {
+            store,
+            cipher,
+            connection_id,
+        }
+    }
+
+    pub fn load(&self) -> Result<Tokens> {
+        let Some(row) = self.store.credentials(self.connection_id)? else {
+            return Ok(Tokens::default());
+        };
+        let open = |v: Option<String>| v.map(|s| self.cipher.open(&s)).transpose();
+        Ok(Tokens {
+            access_token: open(row.access_token)?,
+            refresh_token: open(row.refresh_token)?,
+            expires_at: row.expires_at.map(|t| t.and_utc()),
+            version: row.version,
+        })
+    }
+
+    /// Saves new tokens if nobody saved since `expected.version`; false means another worker
+    /// won the race and its tokens should be reloaded.
+    pub fn save(&self, new: &Tokens, expected_version: i64) -> Result<bool> {
+        let seal = |v: &Option<String>| v.as_deref().map(|s| self.cipher.seal(s)).transpose();
+        self.store.save_credentials(
+            self.connection_id,
+            seal(&new.access_token)?.as_deref(),
+            seal(&new.refresh_token)?.as_deref(),
+            new.expires_at.map(|t| t.naive_utc()),
+            expected_version,
+        )
+    }
+}

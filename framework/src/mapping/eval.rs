@@ -1,0 +1,178 @@
+//! Applying a checked mapping to a record, in either direction.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::{Mapping, Rule, Step};
+
+/// Translates references between the hub's ids and one connection's external ids.
+pub trait RefResolver {
+    fn hub_id(&self, hub_entity: &str, external_id: &str) -> Option<String>;
+    fn external_id(&self, hub_entity: &str, hub_id: &str) -> Option<String>;
+}
+
+/// Why a record could not be mapped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MapError {
+    /// A referenced record is not linked on this connection yet: defer and retry later.
+    Unresolved {
+        entity: String,
+        id: String,
+        field: String,
+    },
+    /// The record's data does not fit the mapping.
+    Invalid { field: String, message: String },
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::Unresolved { entity, id, field } => {
+                write!(
+                    f,
+                    "field `{field}`: referenced {entity} {id} is not linked yet"
+                )
+            }
+            MapError::Invalid { field, message } => write!(f, "field `{field}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for MapError {}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    ToHub,
+    ToExternal,
+}
+
+impl Mapping {
+    /// Maps an external record to the hub fields it carries. Absent source values are left
+    /// out, so merging the result never overwrites with "absent".
+    pub fn to_hub(&self, external: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
+        apply(&self.rules, external, refs, Dir::ToHub)
+    }
+
+    /// Maps a hub record to the external fields it carries.
+    pub fn to_external(&self, hub: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
+        apply(&self.rules, hub, refs, Dir::ToExternal)
+    }
+
+    /// External ids referenced by an external record, as `(hub entity, external id)`, so they
+    /// can be resolved in one query per page.
+    pub fn external_refs(&self, external: &Value) -> Vec<(String, String)> {
+        collect_refs(&self.rules, external, Dir::ToHub)
+    }
+
+    /// Hub ids referenced by a hub record, as `(hub entity, hub id)`.
+    pub fn hub_refs(&self, hub: &Value) -> Vec<(String, String)> {
+        collect_refs(&self.rules, hub, Dir::ToExternal)
+    }
+}
+
+fn paths(r: &Rule, dir: Dir) -> (Option<&super::Path>, Option<&super::Path>, Option<&Step>) {
+    match dir {
+        Dir::ToHub => (r.external.as_ref(), r.hub.as_ref(), r.to_hub.as_ref()),
+        Dir::ToExternal => (r.hub.as_ref(), r.external.as_ref(), r.to_external.as_ref()),
+    }
+}
+
+fn active(r: &Rule, dir: Dir) -> bool {
+    match dir {
+        Dir::ToHub => r.to_hub_dir,
+        Dir::ToExternal => r.to_external_dir,
+    }
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn collect_refs(rules: &[Rule], src: &Value, dir: Dir) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for r in rules.iter().filter(|r| active(r, dir)) {
+        let (from, _, _) = paths(r, dir);
+        let Some(v) = from.and_then(|p| p.get(src)) else {
+            continue;
+        };
+        if let Some(entity) = &r.reference {
+            if let Some(id) = id_text(v) {
+                out.push((entity.clone(), id));
+            }
+        }
+        if !r.items.is_empty() {
+            for item in v.as_array().into_iter().flatten() {
+                out.extend(collect_refs(&r.items, item, dir));
+            }
+        }
+    }
+    out
+}
+
+fn apply(rules: &[Rule], src: &Value, refs: &dyn RefResolver, dir: Dir) -> Result<Value, MapError> {
+    let mut out = Value::Object(Map::new());
+    for r in rules.iter().filter(|r| active(r, dir)) {
+        let (from, to, step) = paths(r, dir);
+        let Some(to) = to else { continue };
+        let field = to.to_string();
+        let invalid = |message: String| MapError::Invalid {
+            field: field.clone(),
+            message,
+        };
+        let mut v = match (step, from) {
+            (Some(Step::Const(c)), _) => c.clone(),
+            (_, Some(from)) => match from.get(src) {
+                Some(v) => v.clone(),
+                None => match &r.default {
+                    Some(d) => d.clone(),
+                    None => continue,
+                },
+            },
+            (_, None) => continue,
+        };
+        if !r.items.is_empty() && !v.is_null() {
+            let list = v
+                .as_array()
+                .ok_or_else(|| invalid(format!("expected a list, got {v}")))?;
+            v = Value::Array(
+                list.iter()
+                    .map(|item| apply(&r.items, item, refs, dir))
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        // Towards the hub: transform, then translate the reference; outwards the reverse,
+        // so a transform can shape the external id (e.g. `to_integer`).
+        if dir == Dir::ToHub {
+            v = run_step(step, v).map_err(invalid)?;
+        }
+        if let (Some(entity), false) = (&r.reference, v.is_null()) {
+            let id = id_text(&v).ok_or_else(|| invalid(format!("{v} is not a record id")))?;
+            let resolved = match dir {
+                Dir::ToHub => refs.hub_id(entity, &id),
+                Dir::ToExternal => refs.external_id(entity, &id),
+            };
+            v = Value::String(resolved.ok_or_else(|| MapError::Unresolved {
+                entity: entity.clone(),
+                id,
+                field: field.clone(),
+            })?);
+        }
+        if dir == Dir::ToExternal {
+            v = run_step(step, v).map_err(invalid)?;
+        }
+        to.set(&mut out, v);
+    }
+    Ok(out)
+}
+
+fn run_step(step: Option<&Step>, v: Value) -> Result<Value, String> {
+    match step {
+        Some(Step::Transform(name, f)) => f(&v).map_err(|e| format!("transform `{name}`: {e}")),
+        _ => Ok(v),
+    }
+}

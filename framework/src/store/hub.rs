@@ -1,0 +1,205 @@
+//! The hub: each organization's canonical records, with a monotonic change sequence per
+//! organization so every connection can read "what changed since seq N".
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::schema::{hub_records, organizations};
+use super::{AnyConnection, Store};
+
+/// One hub record as the engine sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubRecord {
+    pub uid: String,
+    pub entity: String,
+    pub data: Value,
+    pub seq: i64,
+    pub updated_at: DateTime<Utc>,
+    pub origin_connection_id: Option<i64>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = hub_records)]
+struct Row {
+    uid: String,
+    entity: String,
+    data: String,
+    seq: i64,
+    updated_at: NaiveDateTime,
+    origin_connection_id: Option<i64>,
+}
+
+impl Row {
+    fn into_record(self) -> Result<HubRecord> {
+        Ok(HubRecord {
+            data: serde_json::from_str(&self.data)
+                .with_context(|| format!("hub record {} holds invalid JSON", self.uid))?,
+            uid: self.uid,
+            entity: self.entity,
+            seq: self.seq,
+            updated_at: self.updated_at.and_utc(),
+            origin_connection_id: self.origin_connection_id,
+        })
+    }
+}
+
+/// A write to the hub; `create` inserts a record with the given (new) uid.
+#[derive(Debug, Clone)]
+pub struct HubWrite {
+    pub uid: String,
+    pub create: bool,
+    pub entity: String,
+    pub data: Value,
+    pub match_key: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub origin_connection_id: Option<i64>,
+}
+
+fn rows(v: Vec<Row>) -> Result<Vec<HubRecord>> {
+    v.into_iter().map(Row::into_record).collect()
+}
+
+impl Store {
+    /// Writes a batch in the caller's transaction. Sequence numbers are taken in one UPDATE
+    /// of the organization row, which also serializes concurrent writers of one hub.
+    /// Returns the uid and seq of each write, in order.
+    pub fn hub_write(
+        c: &mut AnyConnection,
+        org_id: i64,
+        writes: &[HubWrite],
+    ) -> Result<Vec<(String, i64)>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = writes.len() as i64;
+        let last: i64 = diesel::update(organizations::table.find(org_id))
+            .set(organizations::hub_seq.eq(organizations::hub_seq + n))
+            .returning(organizations::hub_seq)
+            .get_result(c)?;
+        let mut out = Vec::with_capacity(writes.len());
+        for (i, w) in writes.iter().enumerate() {
+            let seq = last - n + 1 + i as i64;
+            let data = serde_json::to_string(&w.data)?;
+            let at = w.updated_at.naive_utc();
+            if !w.create {
+                diesel::update(
+                    hub_records::table
+                        .filter(hub_records::organization_id.eq(org_id))
+                        .filter(hub_records::uid.eq(&w.uid)),
+                )
+                .set((
+                    hub_records::data.eq(&data),
+                    hub_records::seq.eq(seq),
+                    hub_records::match_key.eq(&w.match_key),
+                    hub_records::updated_at.eq(at),
+                    hub_records::origin_connection_id.eq(w.origin_connection_id),
+                ))
+                .execute(c)?;
+            } else {
+                diesel::insert_into(hub_records::table)
+                    .values((
+                        hub_records::organization_id.eq(org_id),
+                        hub_records::entity.eq(&w.entity),
+                        hub_records::uid.eq(&w.uid),
+                        hub_records::data.eq(&data),
+                        hub_records::seq.eq(seq),
+                        hub_records::match_key.eq(&w.match_key),
+                        hub_records::updated_at.eq(at),
+                        hub_records::origin_connection_id.eq(w.origin_connection_id),
+                    ))
+                    .execute(c)?;
+            }
+            out.push((w.uid.clone(), seq));
+        }
+        Ok(out)
+    }
+
+    /// Records of `entity` changed after `seq`, oldest change first.
+    pub fn hub_changed_since(
+        c: &mut AnyConnection,
+        org_id: i64,
+        entity: &str,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<HubRecord>> {
+        rows(
+            hub_records::table
+                .filter(hub_records::organization_id.eq(org_id))
+                .filter(hub_records::entity.eq(entity))
+                .filter(hub_records::seq.gt(seq))
+                .filter(hub_records::deleted_at.is_null())
+                .order(hub_records::seq)
+                .limit(limit as i64)
+                .select(Row::as_select())
+                .load(c)?,
+        )
+    }
+
+    pub fn hub_get_many(
+        c: &mut AnyConnection,
+        org_id: i64,
+        uids: &[String],
+    ) -> Result<Vec<HubRecord>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        rows(
+            hub_records::table
+                .filter(hub_records::organization_id.eq(org_id))
+                .filter(hub_records::uid.eq_any(uids))
+                .select(Row::as_select())
+                .load(c)?,
+        )
+    }
+
+    /// Records whose match key is one of `keys` (first-sync merging of the same real record).
+    pub fn hub_by_match_keys(
+        c: &mut AnyConnection,
+        org_id: i64,
+        entity: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, HubRecord)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(Option<String>, Row)> = hub_records::table
+            .filter(hub_records::organization_id.eq(org_id))
+            .filter(hub_records::entity.eq(entity))
+            .filter(hub_records::match_key.eq_any(keys))
+            .filter(hub_records::deleted_at.is_null())
+            .order(hub_records::id)
+            .select((hub_records::match_key, Row::as_select()))
+            .load(c)?;
+        found
+            .into_iter()
+            .filter_map(|(k, r)| k.map(|k| (k, r)))
+            .map(|(k, r)| Ok((k, r.into_record()?)))
+            .collect()
+    }
+
+    /// One page of an entity's records for listing, ordered by seq.
+    pub fn hub_list(&self, org_id: i64, entity: &str, limit: usize) -> Result<Vec<HubRecord>> {
+        let mut c = self.conn()?;
+        rows(
+            hub_records::table
+                .filter(hub_records::organization_id.eq(org_id))
+                .filter(hub_records::entity.eq(entity))
+                .filter(hub_records::deleted_at.is_null())
+                .order(hub_records::seq)
+                .limit(limit as i64)
+                .select(Row::as_select())
+                .load(&mut c)?,
+        )
+    }
+
+    /// The organization's current hub sequence number.
+    pub fn hub_seq(&self, org_id: i64) -> Result<i64> {
+        let mut c = self.conn()?;
+        Ok(organizations::table
+            .find(org_id)
+            .select(organizations::hub_seq)
+            .first(&mut c)?)
+    }
+}

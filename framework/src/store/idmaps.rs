@@ -1,0 +1,218 @@
+//! Id maps: the link between a hub record and its counterpart in one connection, with what
+//! Ferry last wrote to each side (content hashes) and why a record waits for a retry.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::id_maps;
+use super::{AnyConnection, Store};
+
+/// `state` values.
+pub mod state {
+    /// Both ids known.
+    pub const LINKED: &str = "linked";
+    /// An external create was started; the external id is not known yet.
+    pub const PENDING_CREATE: &str = "pending_create";
+    /// Waiting for a referenced record to be linked.
+    pub const DEFERRED: &str = "deferred";
+    /// The last attempt failed; `last_error` says why.
+    pub const FAILED: &str = "failed";
+    /// The record is gone or inactive in the application.
+    pub const INACTIVE: &str = "inactive";
+}
+
+/// `retry_to` values: the side a record still has to reach.
+pub mod retry {
+    pub const HUB: &str = "hub";
+    pub const EXTERNAL: &str = "external";
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable, AsChangeset, PartialEq)]
+#[diesel(table_name = id_maps, treat_none_as_null = true)]
+pub struct IdMap {
+    pub id: i64,
+    pub connection_id: i64,
+    pub hub_entity: String,
+    pub hub_id: Option<String>,
+    pub external_entity: String,
+    pub external_id: Option<String>,
+    pub state: String,
+    pub hub_hash: Option<String>,
+    pub ext_hash: Option<String>,
+    pub last_push_to_hub: Option<NaiveDateTime>,
+    pub last_push_to_external: Option<NaiveDateTime>,
+    pub to_hub: bool,
+    pub to_external: bool,
+    pub name: Option<String>,
+    pub last_error: Option<String>,
+    pub retry_to: Option<String>,
+    pub metadata: Option<String>,
+    pub updated_at: NaiveDateTime,
+}
+
+impl IdMap {
+    /// A new, unsaved id map (`id` 0) for the engine to fill in.
+    pub fn new(connection_id: i64, hub_entity: &str, external_entity: &str) -> IdMap {
+        IdMap {
+            id: 0,
+            connection_id,
+            hub_entity: hub_entity.into(),
+            hub_id: None,
+            external_entity: external_entity.into(),
+            external_id: None,
+            state: state::LINKED.into(),
+            hub_hash: None,
+            ext_hash: None,
+            last_push_to_hub: None,
+            last_push_to_external: None,
+            to_hub: true,
+            to_external: true,
+            name: None,
+            last_error: None,
+            retry_to: None,
+            metadata: None,
+            updated_at: super::orgs::now(),
+        }
+    }
+}
+
+impl Store {
+    /// Inserts (`id == 0`) or updates an id map in the caller's transaction; returns its id.
+    pub fn save_idmap(c: &mut AnyConnection, m: &IdMap) -> Result<i64> {
+        if m.id != 0 {
+            diesel::update(id_maps::table.find(m.id))
+                .set(m)
+                .execute(c)?;
+            return Ok(m.id);
+        }
+        Ok(diesel::insert_into(id_maps::table)
+            .values((
+                id_maps::connection_id.eq(m.connection_id),
+                id_maps::hub_entity.eq(&m.hub_entity),
+                id_maps::hub_id.eq(&m.hub_id),
+                id_maps::external_entity.eq(&m.external_entity),
+                id_maps::external_id.eq(&m.external_id),
+                id_maps::state.eq(&m.state),
+                id_maps::hub_hash.eq(&m.hub_hash),
+                id_maps::ext_hash.eq(&m.ext_hash),
+                id_maps::last_push_to_hub.eq(m.last_push_to_hub),
+                id_maps::last_push_to_external.eq(m.last_push_to_external),
+                id_maps::to_hub.eq(m.to_hub),
+                id_maps::to_external.eq(m.to_external),
+                id_maps::name.eq(&m.name),
+                id_maps::last_error.eq(&m.last_error),
+                id_maps::retry_to.eq(&m.retry_to),
+                id_maps::metadata.eq(&m.metadata),
+                id_maps::updated_at.eq(m.updated_at),
+            ))
+            .returning(id_maps::id)
+            .get_result(c)?)
+    }
+
+    /// Id maps of the given external records, keyed by external id.
+    pub fn idmaps_by_external(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        external_entity: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, IdMap>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found: Vec<IdMap> = id_maps::table
+            .filter(id_maps::connection_id.eq(connection_id))
+            .filter(id_maps::external_entity.eq(external_entity))
+            .filter(id_maps::external_id.eq_any(ids))
+            .select(IdMap::as_select())
+            .load(c)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|m| Some((m.external_id.clone()?, m)))
+            .collect())
+    }
+
+    /// Id maps of the given hub records towards `external_entity`, keyed by hub id.
+    pub fn idmaps_by_hub(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        hub_entity: &str,
+        external_entity: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, IdMap>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found: Vec<IdMap> = id_maps::table
+            .filter(id_maps::connection_id.eq(connection_id))
+            .filter(id_maps::hub_entity.eq(hub_entity))
+            .filter(id_maps::external_entity.eq(external_entity))
+            .filter(id_maps::hub_id.eq_any(ids))
+            .select(IdMap::as_select())
+            .load(c)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|m| Some((m.hub_id.clone()?, m)))
+            .collect())
+    }
+
+    /// Linked pairs `(external id, hub id)` of `hub_entity` among the given ids on one side,
+    /// for translating references in one query per page.
+    pub fn linked_pairs(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        hub_entity: &str,
+        external_ids: &[String],
+        hub_ids: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        if external_ids.is_empty() && hub_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(Option<String>, Option<String>)> = id_maps::table
+            .filter(id_maps::connection_id.eq(connection_id))
+            .filter(id_maps::hub_entity.eq(hub_entity))
+            .filter(
+                id_maps::external_id
+                    .eq_any(external_ids)
+                    .or(id_maps::hub_id.eq_any(hub_ids)),
+            )
+            .select((id_maps::external_id, id_maps::hub_id))
+            .load(c)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(e, h)| Some((e?, h?)))
+            .collect())
+    }
+
+    /// Id maps waiting to reach `side` (a deferral, a failure or an unfinished create).
+    pub fn idmaps_to_retry(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        external_entity: &str,
+        side: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<IdMap>> {
+        Ok(id_maps::table
+            .filter(id_maps::connection_id.eq(connection_id))
+            .filter(id_maps::external_entity.eq(external_entity))
+            .filter(id_maps::retry_to.eq(side))
+            .filter(id_maps::id.gt(after_id))
+            .order(id_maps::id)
+            .limit(limit as i64)
+            .select(IdMap::as_select())
+            .load(c)?)
+    }
+
+    /// All id maps of a set of connections, for `ferry idmaps`.
+    pub fn idmaps_of(&self, connection_ids: &[i64]) -> Result<Vec<IdMap>> {
+        let mut c = self.conn()?;
+        Ok(id_maps::table
+            .filter(id_maps::connection_id.eq_any(connection_ids))
+            .order((id_maps::connection_id, id_maps::hub_entity, id_maps::id))
+            .select(IdMap::as_select())
+            .load(&mut c)?)
+    }
+}

@@ -1,0 +1,169 @@
+//! Ferry's own database: SQLite (bundled, the embedded default) or PostgreSQL (a `postgres://`
+//! URL), through one diesel `MultiConnection`. Each submodule is one table family's repository.
+
+pub mod hub;
+pub mod idmaps;
+pub mod orgs;
+pub mod runs;
+pub mod schema;
+
+use anyhow::{anyhow, Context, Result};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// Either backend behind one connection type (PostgreSQL first: the derived `establish`
+/// tries variants in order).
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type Conn = PooledConnection<ConnectionManager<AnyConnection>>;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A pool of connections to Ferry's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<ConnectionManager<AnyConnection>>,
+    pub backend: Backend,
+    pub url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
+            c.batch_execute(
+                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl Store {
+    /// Opens the database at `url` (a SQLite file path, created with its directory if
+    /// missing, or a `postgres://` URL). Connection errors are reported, not swallowed.
+    pub fn open(url: &str) -> Result<Store> {
+        let backend = if is_postgres(url) {
+            PgConnection::establish(url)
+                .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+            Backend::Postgres
+        } else {
+            if let Some(dir) = std::path::Path::new(url).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+            }
+            SqliteConnection::establish(url)
+                .with_context(|| format!("cannot open SQLite database {url}"))?;
+            Backend::Sqlite
+        };
+        let pool = Pool::builder()
+            .max_size(if backend == Backend::Sqlite { 4 } else { 8 })
+            .connection_customizer(Box::new(SqlitePragmas))
+            .build(ConnectionManager::<AnyConnection>::new(url))
+            .map_err(|e| anyhow!("cannot open a connection pool: {e}"))?;
+        Ok(Store {
+            pool,
+            backend,
+            url: url.to_string(),
+        })
+    }
+
+    /// Opens and brings the schema up to date.
+    pub fn open_and_migrate(url: &str) -> Result<Store> {
+        let s = Self::open(url)?;
+        s.migrate()?;
+        Ok(s)
+    }
+
+    pub fn conn(&self) -> Result<Conn> {
+        self.pool
+            .get()
+            .map_err(|e| anyhow!("cannot get a database connection: {e}"))
+    }
+
+    /// Runs pending migrations; returns how many were applied.
+    pub fn migrate(&self) -> Result<usize> {
+        let mut c = self.conn()?;
+        let applied = match &mut *c {
+            AnyConnection::Sqlite(c) => {
+                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
+            }
+            AnyConnection::Postgresql(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
+        };
+        applied.map_err(|e| anyhow!("migration failed: {e}"))
+    }
+}
+
+/// Hides a password in a database URL before it is shown.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Helpers for tests that need a throwaway PostgreSQL database.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// Creates a fresh database next to `admin_url`'s and returns its URL.
+    pub fn fresh_postgres(admin_url: &str) -> Result<String> {
+        let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
+        let mut c = PgConnection::establish(admin_url)
+            .with_context(|| format!("cannot connect to {}", redact(admin_url)))?;
+        c.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let base = match admin_url.rfind('/') {
+            Some(i)
+                if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap_or(0) + 2 =>
+            {
+                &admin_url[..i]
+            }
+            _ => admin_url,
+        };
+        let query = admin_url.find('?').map(|q| &admin_url[q..]).unwrap_or("");
+        Ok(format!("{base}/{name}{query}"))
+    }
+}

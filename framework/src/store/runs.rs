@@ -1,0 +1,124 @@
+//! Sync cursors (per connection and entity) and the run ledger.
+
+use anyhow::Result;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{sync_cursors, sync_runs};
+use super::{AnyConnection, Store};
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[diesel(table_name = sync_cursors)]
+pub struct Cursor {
+    pub connection_id: i64,
+    pub entity: String,
+    /// Newest external update time read (capped at the read's start).
+    pub watermark: Option<NaiveDateTime>,
+    /// Last hub change sequence pushed out.
+    pub hub_seq: i64,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sync_runs)]
+pub struct RunRow {
+    pub id: i64,
+    pub connection_id: i64,
+    pub status: String,
+    pub options: String,
+    pub counts: String,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+    pub message: Option<String>,
+}
+
+impl Store {
+    pub fn cursor(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        entity: &str,
+    ) -> Result<Option<Cursor>> {
+        Ok(sync_cursors::table
+            .find((connection_id, entity))
+            .select(Cursor::as_select())
+            .first(c)
+            .optional()?)
+    }
+
+    pub fn cursors_of(&self, connection_id: i64) -> Result<Vec<Cursor>> {
+        let mut c = self.conn()?;
+        Ok(sync_cursors::table
+            .filter(sync_cursors::connection_id.eq(connection_id))
+            .order(sync_cursors::entity)
+            .select(Cursor::as_select())
+            .load(&mut c)?)
+    }
+
+    /// Saves a cursor in the caller's transaction (the page's writes and the checkpoint
+    /// commit together).
+    pub fn save_cursor(c: &mut AnyConnection, cur: &Cursor) -> Result<()> {
+        let n = diesel::update(sync_cursors::table.find((cur.connection_id, &cur.entity)))
+            .set((
+                sync_cursors::watermark.eq(cur.watermark),
+                sync_cursors::hub_seq.eq(cur.hub_seq),
+                sync_cursors::updated_at.eq(super::orgs::now()),
+            ))
+            .execute(c)?;
+        if n == 0 {
+            diesel::insert_into(sync_cursors::table)
+                .values((
+                    sync_cursors::connection_id.eq(cur.connection_id),
+                    sync_cursors::entity.eq(&cur.entity),
+                    sync_cursors::watermark.eq(cur.watermark),
+                    sync_cursors::hub_seq.eq(cur.hub_seq),
+                    sync_cursors::updated_at.eq(super::orgs::now()),
+                ))
+                .execute(c)?;
+        }
+        Ok(())
+    }
+
+    pub fn start_run(&self, connection_id: i64, options: &str) -> Result<i64> {
+        let mut c = self.conn()?;
+        Ok(diesel::insert_into(sync_runs::table)
+            .values((
+                sync_runs::connection_id.eq(connection_id),
+                sync_runs::status.eq("running"),
+                sync_runs::options.eq(options),
+                sync_runs::counts.eq("{}"),
+                sync_runs::started_at.eq(super::orgs::now()),
+            ))
+            .returning(sync_runs::id)
+            .get_result(&mut c)?)
+    }
+
+    pub fn finish_run(
+        &self,
+        id: i64,
+        status: &str,
+        counts: &str,
+        message: Option<&str>,
+    ) -> Result<()> {
+        let mut c = self.conn()?;
+        diesel::update(sync_runs::table.find(id))
+            .set((
+                sync_runs::status.eq(status),
+                sync_runs::counts.eq(counts),
+                sync_runs::finished_at.eq(Some(super::orgs::now())),
+                sync_runs::message.eq(message),
+            ))
+            .execute(&mut c)?;
+        Ok(())
+    }
+
+    /// The newest runs of a connection, newest first.
+    pub fn runs_of(&self, connection_id: i64, limit: usize) -> Result<Vec<RunRow>> {
+        let mut c = self.conn()?;
+        Ok(sync_runs::table
+            .filter(sync_runs::connection_id.eq(connection_id))
+            .order(sync_runs::id.desc())
+            .limit(limit as i64)
+            .select(RunRow::as_select())
+            .load(&mut c)?)
+    }
+}

@@ -1,0 +1,110 @@
+//! Diesel table definitions, written by hand to use the same Rust types on both backends.
+
+diesel::table! {
+    organizations (id) {
+        id -> BigInt,
+        slug -> Text,
+        name -> Text,
+        sync_enabled -> Bool,
+        date_filtering_limit -> Nullable<Timestamp>,
+        hub_seq -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    connections (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        name -> Text,
+        connector -> Text,
+        settings -> Text,
+        entities -> Text,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    credentials (connection_id) {
+        connection_id -> BigInt,
+        access_token -> Nullable<Text>,
+        refresh_token -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
+        version -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    hub_records (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        entity -> Text,
+        uid -> Text,
+        data -> Text,
+        seq -> BigInt,
+        match_key -> Nullable<Text>,
+        updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
+        origin_connection_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    id_maps (id) {
+        id -> BigInt,
+        connection_id -> BigInt,
+        hub_entity -> Text,
+        hub_id -> Nullable<Text>,
+        external_entity -> Text,
+        external_id -> Nullable<Text>,
+        state -> Text,
+        hub_hash -> Nullable<Text>,
+        ext_hash -> Nullable<Text>,
+        last_push_to_hub -> Nullable<Timestamp>,
+        last_push_to_external -> Nullable<Timestamp>,
+        to_hub -> Bool,
+        to_external -> Bool,
+        name -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        retry_to -> Nullable<Text>,
+        metadata -> Nullable<Text>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sync_cursors (connection_id, entity) {
+        connection_id -> BigInt,
+        entity -> Text,
+        watermark -> Nullable<Timestamp>,
+        hub_seq -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sync_runs (id) {
+        id -> BigInt,
+        connection_id -> BigInt,
+        status -> Text,
+        options -> Text,
+        counts -> Text,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        message -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(connections -> organizations (organization_id));
+diesel::joinable!(sync_runs -> connections (connection_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    organizations,
+    connections,
+    credentials,
+    hub_records,
+    id_maps,
+    sync_cursors,
+    sync_runs,
+);

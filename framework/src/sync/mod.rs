@@ -1,0 +1,431 @@
+//! The sync engine: runs one connection's selected entities, external changes into the hub
+//! first, then hub changes out, under a connection lease, recording a run in the ledger.
+
+mod pull;
+mod push;
+pub mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
+use crate::connector::{self, ConnectionContext, Connector};
+use crate::entity::{EntityDef, ExternalClient};
+use crate::http::{ApiStats, TokenStore};
+use crate::hub::HubModel;
+use crate::input_error;
+use crate::mapping::{Mapping, MappingTarget};
+use crate::secrets::Cipher;
+use crate::store::Store;
+
+/// What to run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncOptions {
+    /// Only these entities (a partial run); empty means all selected ones.
+    pub entities: Vec<String>,
+    /// Ignore the cursors: read everything on both sides.
+    pub full: bool,
+    /// Print the plan, write nothing anywhere.
+    pub dry_run: bool,
+}
+
+/// Per-entity counts of one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counts {
+    pub fetched: u64,
+    pub created_in_hub: u64,
+    pub updated_in_hub: u64,
+    pub created_in_app: u64,
+    pub updated_in_app: u64,
+    pub skipped: u64,
+    pub deferred: u64,
+    pub conflicts: u64,
+    pub errors: u64,
+}
+
+impl Counts {
+    pub fn writes(&self) -> u64 {
+        self.created_in_hub + self.updated_in_hub + self.created_in_app + self.updated_in_app
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EntityReport {
+    pub entity: String,
+    pub counts: Counts,
+    /// Set when the entity failed as a whole (the others still ran).
+    pub error: Option<String>,
+}
+
+/// The outcome of one run of one connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: Option<i64>,
+    pub organization: String,
+    pub connection: String,
+    /// `success`, `partial` (some records or entities failed) or `error`.
+    pub status: String,
+    pub entities: Vec<EntityReport>,
+    /// What a dry run would do, one line per record.
+    pub plan: Vec<String>,
+    pub api_calls: u64,
+}
+
+impl RunReport {
+    pub fn has_errors(&self) -> bool {
+        self.entities
+            .iter()
+            .any(|e| e.error.is_some() || e.counts.errors > 0)
+    }
+}
+
+/// A connection checked and ready to run: connector found, settings checked, mappings loaded.
+pub struct Prepared {
+    pub org_id: i64,
+    pub org: OrgConfig,
+    pub connection_id: i64,
+    pub config: ConnectionConfig,
+    pub connector: Box<dyn Connector>,
+    pub secrets: BTreeMap<String, String>,
+    pub entities: Vec<(EntityDef, EntitySelection, Mapping)>,
+}
+
+/// Progress callback: one short line per page.
+pub type Progress = dyn Fn(&str) + Send + Sync;
+
+/// Runs syncs against one database and hub model.
+pub struct Engine {
+    pub store: Store,
+    pub hub: Arc<HubModel>,
+    pub settings: Settings,
+    pub cipher: Cipher,
+    owner: String,
+}
+
+impl Engine {
+    pub fn new(store: Store, hub: HubModel, settings: Settings, cipher: Cipher) -> Engine {
+        Engine {
+            store,
+            hub: Arc::new(hub),
+            settings,
+            cipher,
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Opens the database (migrating it), the hub model and the secret key from settings.
+    pub fn from_settings(settings: &Settings) -> Result<Engine> {
+        let hub = HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
+        let store = Store::open_and_migrate(&settings.database_url())?;
+        let cipher = Cipher::from_settings(settings)?;
+        Ok(Engine::new(store, hub, settings.clone(), cipher))
+    }
+
+    /// Checks a connection's config and mappings and records it in the store. `secrets`
+    /// overrides the environment (the demo passes its sandbox's).
+    pub fn prepare(
+        &self,
+        org: &OrgConfig,
+        conn: &ConnectionConfig,
+        secrets: Option<BTreeMap<String, String>>,
+    ) -> Result<Prepared> {
+        let file = org.source.display().to_string();
+        let connector = connector::find(&conn.connector).ok_or_else(|| {
+            let known: Vec<_> = connector::registry().iter().map(|c| c.name()).collect();
+            input_error!(
+                "{file}: connection {:?}: unknown connector {:?} (registered: {})",
+                conn.name,
+                conn.connector,
+                known.join(", ")
+            )
+        })?;
+        let secrets = match secrets {
+            Some(s) => s,
+            None => conn.resolve_secrets(&org.source)?,
+        };
+        connector
+            .check_settings(&conn.settings, &secrets)
+            .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
+        let defs = connector.entities();
+        for name in conn.entities.keys() {
+            if !defs.iter().any(|d| d.name == name) {
+                let known: Vec<_> = defs.iter().map(|d| d.name).collect();
+                return Err(input_error!(
+                    "{file}: connection {:?}: connector {} has no entity {name:?} (it has: {})",
+                    conn.name,
+                    connector.name(),
+                    known.join(", ")
+                ));
+            }
+        }
+        let mut entities = Vec::new();
+        let mut declared = Vec::new();
+        for def in defs {
+            let Some(sel) = conn.entities.get(def.name) else {
+                continue;
+            };
+            let path = self
+                .settings
+                .resolve(&self.settings.paths.mappers)
+                .join(connector.name())
+                .join(format!("{}.yml", def.mapping));
+            let target = MappingTarget {
+                hub_entity: def.hub_entity,
+                external_entity: def.external_entity,
+                external_fields: def.external_fields,
+            };
+            let mapping = Mapping::load(&path, &self.hub, &target, &conn.parameters)?;
+            declared.extend(mapping.params.iter().cloned());
+            entities.push((def, sel.clone(), mapping));
+        }
+        for p in conn.parameters.keys() {
+            if !declared.contains(p) {
+                return Err(input_error!(
+                    "{file}: connection {:?}: parameter `{p}` is not declared by any of its mappings",
+                    conn.name
+                ));
+            }
+        }
+        let org_id = self.store.upsert_org(
+            &org.slug,
+            &org.name,
+            org.sync_enabled,
+            org.date_filtering_limit,
+        )?;
+        let entity_json = serde_json::to_string(
+            &conn
+                .entities
+                .iter()
+                .map(|(k, v)| (k.clone(), (v.direction, v.conflict)))
+                .collect::<BTreeMap<_, _>>(),
+        )?;
+        let connection_id = self.store.upsert_connection(
+            org_id,
+            &conn.name,
+            &conn.connector,
+            &conn.settings.to_string(),
+            &entity_json,
+        )?;
+        Ok(Prepared {
+            org_id,
+            org: org.clone(),
+            connection_id,
+            config: conn.clone(),
+            connector,
+            secrets,
+            entities,
+        })
+    }
+
+    /// Runs one connection. Entity failures are isolated and reported; only problems with
+    /// the connection as a whole (bad entity name, lease held) return `Err`.
+    pub async fn run(
+        &self,
+        p: &Prepared,
+        opts: &SyncOptions,
+        progress: &Progress,
+    ) -> Result<RunReport> {
+        for e in &opts.entities {
+            if !p.entities.iter().any(|(d, _, _)| d.name == e) {
+                return Err(input_error!(
+                    "connection {:?} does not sync an entity named {e:?}",
+                    p.config.name
+                ));
+            }
+        }
+        let selected: Vec<_> = p
+            .entities
+            .iter()
+            .filter(|(d, _, _)| opts.entities.is_empty() || opts.entities.iter().any(|e| e == d.name))
+            .collect();
+        if !opts.dry_run
+            && !self.store.acquire_lease(
+                p.connection_id,
+                &self.owner,
+                self.settings.sync.lease_seconds,
+            )?
+        {
+            return Err(anyhow!(
+                "connection {:?} of {} is already being synced by another run",
+                p.config.name,
+                p.org.slug
+            ));
+        }
+        let result = self.run_leased(p, opts, &selected, progress).await;
+        if !opts.dry_run {
+            self.store.release_lease(p.connection_id, &self.owner)?;
+        }
+        result
+    }
+
+    async fn run_leased(
+        &self,
+        p: &Prepared,
+        opts: &SyncOptions,
+        selected: &[&(EntityDef, EntitySelection, Mapping)],
+        progress: &Progress,
+    ) -> Result<RunReport> {
+        let run_id = if opts.dry_run {
+            None
+        } else {
+            Some(
+                self.store
+                    .start_run(p.connection_id, &serde_json::to_string(opts)?)?,
+            )
+        };
+        let stats = Arc::new(ApiStats::default());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.settings.sync.http_timeout_seconds))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let ctx = ConnectionContext {
+            connection_id: p.connection_id,
+            connection_name: p.config.name.clone(),
+            settings: p.config.settings.clone(),
+            secrets: p.secrets.clone(),
+            tokens: TokenStore::new(self.store.clone(), self.cipher.clone(), p.connection_id),
+            http,
+            stats: stats.clone(),
+            max_retries: self.settings.sync.max_retries,
+        };
+        let mut reports: Vec<EntityReport> = selected
+            .iter()
+            .map(|(d, _, _)| EntityReport {
+                entity: d.name.to_string(),
+                counts: Counts::default(),
+                error: None,
+            })
+            .collect();
+        let mut plan = Vec::new();
+        match p.connector.open(ctx) {
+            Err(e) => {
+                for r in &mut reports {
+                    r.error = Some(format!("{e:#}"));
+                }
+            }
+            Ok(client) => {
+                // External changes into the hub for every entity first, so that references
+                // and first-sync merging see the application's records before the hub's go out.
+                for half in [Half::Pull, Half::Push] {
+                    for (i, (def, sel, mapping)) in selected.iter().enumerate() {
+                        let report = &mut reports[i];
+                        if report.error.is_some() {
+                            continue;
+                        }
+                        let mut job = EntitySync {
+                            engine: self,
+                            p,
+                            def,
+                            sel,
+                            mapping,
+                            client: client.as_ref(),
+                            opts,
+                            counts: &mut report.counts,
+                            plan: &mut plan,
+                            progress,
+                        };
+                        let outcome = match half {
+                            Half::Pull if sel.direction.to_hub() && def.capabilities.read => {
+                                job.pull().await
+                            }
+                            Half::Push
+                                if sel.direction.to_external()
+                                    && (def.capabilities.create || def.capabilities.update) =>
+                            {
+                                job.push().await
+                            }
+                            _ => Ok(()),
+                        };
+                        if let Err(e) = outcome {
+                            tracing::warn!(entity = def.name, error = %format!("{e:#}"), "entity failed");
+                            report.error = Some(format!("{e:#}"));
+                        }
+                    }
+                }
+            }
+        }
+        let failed = reports.iter().filter(|r| r.error.is_some()).count();
+        let status = if failed == reports.len() && failed > 0 {
+            "error"
+        } else if failed > 0 || reports.iter().any(|r| r.counts.errors > 0) {
+            "partial"
+        } else {
+            "success"
+        };
+        let message = reports
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.entity)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if let Some(id) = run_id {
+            self.store.finish_run(
+                id,
+                status,
+                &serde_json::to_string(&reports)?,
+                (!message.is_empty()).then_some(message.as_str()),
+            )?;
+        }
+        Ok(RunReport {
+            run_id,
+            organization: p.org.slug.clone(),
+            connection: p.config.name.clone(),
+            status: status.into(),
+            entities: reports,
+            plan,
+            api_calls: stats.calls(),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Half {
+    Pull,
+    Push,
+}
+
+/// One entity of one run: the state both halves work with.
+pub(crate) struct EntitySync<'a> {
+    engine: &'a Engine,
+    p: &'a Prepared,
+    def: &'a EntityDef,
+    sel: &'a EntitySelection,
+    mapping: &'a Mapping,
+    client: &'a dyn ExternalClient,
+    opts: &'a SyncOptions,
+    counts: &'a mut Counts,
+    plan: &'a mut Vec<String>,
+    progress: &'a Progress,
+}
+
+impl EntitySync<'_> {
+    fn note(&mut self, line: String) {
+        if self.opts.dry_run {
+            self.plan.push(line);
+        }
+    }
+
+    fn page_size(&self, first_sync: bool) -> usize {
+        if first_sync {
+            self.engine.settings.sync.first_sync_batch_size
+        } else {
+            self.engine.settings.sync.page_size
+        }
+    }
+
+    /// Renews the lease inside the page's transaction; a lost lease aborts the entity.
+    fn renew(&self, c: &mut crate::store::AnyConnection) -> Result<()> {
+        if !Store::renew_lease(
+            c,
+            self.p.connection_id,
+            &self.engine.owner,
+            self.engine.settings.sync.lease_seconds,
+        )? {
+            return Err(anyhow!("the connection lease was lost to another run"));
+        }
+        Ok(())
+    }
+}

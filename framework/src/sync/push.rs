@@ -1,0 +1,317 @@
+//! Hub changes out to the application: read hub records changed since the cursor's seq,
+//! skip what the application already holds, and create or update the rest. A create first
+//! commits a `pending_create` id map, so a crash after the API call is finished by matching
+//! instead of creating a duplicate.
+
+use anyhow::Result;
+use diesel::Connection;
+use serde_json::Value;
+
+use super::pull::fail;
+use super::support::{content_hash, external_fingerprint, PageRefs};
+use super::EntitySync;
+use crate::http::ApiError;
+use crate::store::hub::HubRecord;
+use crate::store::idmaps::{retry, state, IdMap};
+use crate::store::orgs::now;
+use crate::store::runs::Cursor;
+use crate::store::Store;
+
+enum Action {
+    Create { recovering: bool },
+    Update(String),
+}
+
+struct Work {
+    rec: HubRecord,
+    map: IdMap,
+    payload: Value,
+    action: Action,
+}
+
+impl EntitySync<'_> {
+    pub(crate) async fn push(&mut self) -> Result<()> {
+        let mut cur = {
+            let mut c = self.engine.store.conn()?;
+            Store::cursor(&mut c, self.p.connection_id, self.def.name)?
+        }
+        .unwrap_or_else(|| Cursor {
+            connection_id: self.p.connection_id,
+            entity: self.def.name.to_string(),
+            watermark: None,
+            hub_seq: 0,
+            updated_at: now(),
+        });
+        self.push_retries().await?;
+        let size = self.page_size(cur.hub_seq == 0);
+        let mut seq = if self.opts.full { 0 } else { cur.hub_seq };
+        loop {
+            let recs = {
+                let mut c = self.engine.store.conn()?;
+                Store::hub_changed_since(&mut c, self.p.org_id, self.def.hub_entity, seq, size)?
+            };
+            let Some(last) = recs.last() else { break };
+            seq = last.seq;
+            let n = recs.len();
+            cur.hub_seq = cur.hub_seq.max(seq);
+            self.push_page(recs, Some(&cur)).await?;
+            (self.progress)(&format!(
+                "{}: checked {n} hub {} records",
+                self.def.name, self.def.hub_entity
+            ));
+            if n < size {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hub records that still have to reach the application (deferred, failed, or an
+    /// interrupted create).
+    async fn push_retries(&mut self) -> Result<()> {
+        let mut after = 0;
+        loop {
+            let recs = {
+                let mut c = self.engine.store.conn()?;
+                let batch = Store::idmaps_to_retry(
+                    &mut c,
+                    self.p.connection_id,
+                    self.def.external_entity,
+                    retry::EXTERNAL,
+                    after,
+                    self.engine.settings.sync.page_size,
+                )?;
+                let Some(last) = batch.last() else {
+                    return Ok(());
+                };
+                after = last.id;
+                let uids: Vec<String> = batch.iter().filter_map(|m| m.hub_id.clone()).collect();
+                Store::hub_get_many(&mut c, self.p.org_id, &uids)?
+            };
+            self.push_page(recs, None).await?;
+        }
+    }
+
+    async fn push_page(&mut self, recs: Vec<HubRecord>, checkpoint: Option<&Cursor>) -> Result<()> {
+        let cid = self.p.connection_id;
+        let (hub_entity, ext_entity) = (self.def.hub_entity, self.def.external_entity);
+        let caps = self.def.capabilities;
+        let mut c = self.engine.store.conn()?;
+        let uids: Vec<String> = recs.iter().map(|r| r.uid.clone()).collect();
+        let mut maps = Store::idmaps_by_hub(&mut c, cid, hub_entity, ext_entity, &uids)?;
+        let wanted = recs
+            .iter()
+            .flat_map(|r| self.mapping.hub_refs(&r.data))
+            .collect();
+        let mut refs = PageRefs::load(&mut c, cid, wanted, false)?;
+
+        let mut done: Vec<IdMap> = Vec::new();
+        let mut work: Vec<Work> = Vec::new();
+        for rec in recs {
+            let mut m = maps.remove(&rec.uid).unwrap_or_else(|| {
+                let mut m = IdMap::new(cid, hub_entity, ext_entity);
+                m.hub_id = Some(rec.uid.clone());
+                m
+            });
+            let h = content_hash(&rec.data);
+            let waiting = m.retry_to.as_deref() == Some(retry::EXTERNAL);
+            if !m.to_external || m.state == state::INACTIVE {
+                self.counts.skipped += 1;
+                continue;
+            }
+            if m.external_id.is_some() && m.hub_hash.as_deref() == Some(h.as_str()) && !waiting {
+                self.counts.skipped += 1;
+                continue;
+            }
+            if let (Some(limit), 0) = (self.p.org.date_filtering_limit, m.id) {
+                if rec.updated_at < limit {
+                    self.counts.skipped += 1;
+                    continue;
+                }
+            }
+            if m.name.is_none() {
+                m.name = display(&rec.data);
+            }
+            let payload = match self.mapping.to_external(&rec.data, &refs) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.map_failed(&mut m, retry::EXTERNAL, &e);
+                    done.push(m);
+                    continue;
+                }
+            };
+            let action = match m.external_id.clone() {
+                Some(id) => {
+                    let wanted = external_fingerprint(self.mapping, &payload, &refs);
+                    if !caps.update || m.ext_hash.as_deref() == Some(wanted.as_str()) {
+                        // The application already holds this content.
+                        self.counts.skipped += 1;
+                        m.hub_hash = Some(h);
+                        m.retry_to = None;
+                        m.last_error = None;
+                        done.push(m);
+                        continue;
+                    }
+                    Action::Update(id)
+                }
+                None if caps.create => Action::Create {
+                    recovering: m.state == state::PENDING_CREATE,
+                },
+                None => {
+                    self.counts.skipped += 1;
+                    continue;
+                }
+            };
+            work.push(Work {
+                rec,
+                map: m,
+                payload,
+                action,
+            });
+        }
+
+        if self.opts.dry_run {
+            for w in &work {
+                let what = match &w.action {
+                    Action::Create { .. } => {
+                        self.counts.created_in_app += 1;
+                        "create"
+                    }
+                    Action::Update(_) => {
+                        self.counts.updated_in_app += 1;
+                        "update"
+                    }
+                };
+                let name = w.map.name.clone().unwrap_or_default();
+                self.note(format!("{}: {what} {ext_entity} from {hub_entity} {name}", self.p.config.name));
+            }
+            return Ok(());
+        }
+
+        // Commit the intent to create before calling the application.
+        c.transaction(|c| {
+            for w in work.iter_mut() {
+                if let Action::Create { recovering: false } = w.action {
+                    w.map.state = state::PENDING_CREATE.into();
+                    w.map.retry_to = Some(retry::EXTERNAL.into());
+                    w.map.updated_at = now();
+                    w.map.id = Store::save_idmap(c, &w.map)?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        drop(c);
+
+        for mut w in work {
+            let h = content_hash(&w.rec.data);
+            let result = match &w.action {
+                Action::Update(id) => self
+                    .client
+                    .update(self.def, id, &w.payload)
+                    .await
+                    .map(|r| (r, false)),
+                Action::Create { recovering } => self.create(&w, *recovering).await,
+            };
+            match result {
+                Ok((stored, created)) => {
+                    let Some(ext_id) = self.client.record_id(self.def, &stored) else {
+                        self.counts.errors += 1;
+                        fail(&mut w.map, retry::EXTERNAL, "the application returned a record without an id".into());
+                        done.push(w.map);
+                        continue;
+                    };
+                    if created {
+                        self.counts.created_in_app += 1;
+                    } else {
+                        self.counts.updated_in_app += 1;
+                    }
+                    refs.add(hub_entity, &ext_id, &w.rec.uid);
+                    w.map.external_id = Some(ext_id);
+                    w.map.ext_hash = Some(external_fingerprint(self.mapping, &stored, &refs));
+                    w.map.hub_hash = Some(h);
+                    w.map.state = state::LINKED.into();
+                    w.map.retry_to = None;
+                    w.map.last_error = None;
+                    w.map.last_push_to_external = Some(now());
+                    w.map.updated_at = now();
+                }
+                Err(ApiError::NotFound(msg)) if matches!(w.action, Action::Update(_)) => {
+                    self.counts.skipped += 1;
+                    w.map.state = state::INACTIVE.into();
+                    w.map.retry_to = None;
+                    w.map.last_error = Some(format!("gone from the application: {msg}"));
+                }
+                Err(e) => {
+                    self.counts.errors += 1;
+                    let pending = w.map.state == state::PENDING_CREATE;
+                    fail(&mut w.map, retry::EXTERNAL, e.to_string());
+                    if pending {
+                        // The create may have happened: the next run matches before creating.
+                        w.map.state = state::PENDING_CREATE.into();
+                    }
+                }
+            }
+            done.push(w.map);
+        }
+
+        let mut c = self.engine.store.conn()?;
+        c.transaction(|c| {
+            for m in &done {
+                Store::save_idmap(c, m)?;
+            }
+            if let Some(cur) = checkpoint {
+                Store::save_cursor(c, cur)?;
+            }
+            self.renew(c)
+        })
+    }
+
+    /// Creates a record, or after an interrupted create, links the one already there.
+    /// Returns the stored record and whether it was created now.
+    async fn create(&self, w: &Work, recovering: bool) -> Result<(Value, bool), ApiError> {
+        if recovering {
+            if let Some(found) = self.client.find_match(self.def, &w.payload).await? {
+                let taken = match self.client.record_id(self.def, &found) {
+                    Some(id) => {
+                        let mut c = self
+                            .engine
+                            .store
+                            .conn()
+                            .map_err(|e| ApiError::Transient(e.to_string()))?;
+                        Store::idmaps_by_external(
+                            &mut c,
+                            self.p.connection_id,
+                            self.def.external_entity,
+                            std::slice::from_ref(&id),
+                        )
+                        .map_err(|e| ApiError::Transient(e.to_string()))?
+                        .contains_key(&id)
+                    }
+                    None => true,
+                };
+                if !taken {
+                    return Ok((found, false));
+                }
+            }
+        }
+        self.client
+            .create(self.def, &w.payload)
+            .await
+            .map(|r| (r, true))
+    }
+}
+
+/// A short label for a hub record in id maps and plans.
+fn display(data: &Value) -> Option<String> {
+    for k in ["name", "full_name", "title"] {
+        if let Some(Value::String(s)) = data.get(k) {
+            return Some(s.clone());
+        }
+    }
+    let first = data.get("first_name").and_then(Value::as_str);
+    let last = data.get("last_name").and_then(Value::as_str);
+    match (first, last) {
+        (None, None) => None,
+        (f, l) => Some(format!("{} {}", f.unwrap_or(""), l.unwrap_or("")).trim().to_string()),
+    }
+}

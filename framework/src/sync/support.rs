@@ -1,0 +1,105 @@
+//! Small pieces the pull and push halves share: content hashes, merging, reference
+//! resolution from one batch query, and the per-page id map lookups.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::mapping::{Mapping, RefResolver};
+use crate::store::{AnyConnection, Store};
+
+/// A stable hash of a JSON value (object keys are sorted by serde_json's map).
+pub fn content_hash(v: &Value) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Overlays `patch` on `base`: present keys win (null included), absent keys keep `base`.
+pub fn merge(base: &Value, patch: &Value) -> Value {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            let mut out = b.clone();
+            for (k, v) in p {
+                let merged = match out.get(k) {
+                    Some(old) if old.is_object() && v.is_object() => merge(old, v),
+                    _ => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (_, p) => p.clone(),
+    }
+}
+
+/// Linked references of one page: `(hub entity, external id) <-> hub id`.
+#[derive(Default)]
+pub struct PageRefs {
+    to_hub: HashMap<(String, String), String>,
+    to_external: HashMap<(String, String), String>,
+}
+
+impl RefResolver for PageRefs {
+    fn hub_id(&self, entity: &str, external_id: &str) -> Option<String> {
+        self.to_hub
+            .get(&(entity.to_string(), external_id.to_string()))
+            .cloned()
+    }
+    fn external_id(&self, entity: &str, hub_id: &str) -> Option<String> {
+        self.to_external
+            .get(&(entity.to_string(), hub_id.to_string()))
+            .cloned()
+    }
+}
+
+impl PageRefs {
+    /// Loads every link the page's references need, one query per referenced entity.
+    pub fn load(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        wanted: Vec<(String, String)>,
+        by_external: bool,
+    ) -> Result<PageRefs> {
+        let mut grouped: HashMap<String, Vec<String>> = HashMap::new();
+        for (entity, id) in wanted {
+            grouped.entry(entity).or_default().push(id);
+        }
+        let mut refs = PageRefs::default();
+        for (entity, ids) in grouped {
+            let (ext, hub) = if by_external {
+                (ids, Vec::new())
+            } else {
+                (Vec::new(), ids)
+            };
+            for (e, h) in Store::linked_pairs(c, connection_id, &entity, &ext, &hub)? {
+                refs.to_hub.insert((entity.clone(), e.clone()), h.clone());
+                refs.to_external.insert((entity.clone(), h), e);
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Adds links learnt during the page (records created a moment ago).
+    pub fn add(&mut self, entity: &str, external_id: &str, hub_id: &str) {
+        self.to_hub.insert(
+            (entity.to_string(), external_id.to_string()),
+            hub_id.to_string(),
+        );
+        self.to_external.insert(
+            (entity.to_string(), hub_id.to_string()),
+            external_id.to_string(),
+        );
+    }
+}
+
+/// The hub-shaped projection of an external record, hashed: what "the application's
+/// version" of a record is compared by. Falls back to the raw record when it cannot map.
+pub fn external_fingerprint(mapping: &Mapping, record: &Value, refs: &dyn RefResolver) -> String {
+    match mapping.to_hub(record, refs) {
+        Ok(v) => content_hash(&v),
+        Err(_) => content_hash(record),
+    }
+}
