@@ -1,0 +1,383 @@
+//! The SuperOffice REST client: OAuth refresh, error classification, OData listing and
+//! entity reads and writes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ferry_framework::connector::ConnectionContext;
+use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
+use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats, TokenStore, Tokens};
+use ferry_framework::sync::support::merge;
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::Settings;
+
+/// Talks to one SuperOffice tenant.
+pub struct SuperOfficeClient {
+    http: reqwest::Client,
+    settings: Settings,
+    api: String,
+    secrets: BTreeMap<String, String>,
+    tokens: TokenStore,
+    /// Serializes refreshes inside this process; the store's version check covers others.
+    access: Mutex<Option<String>>,
+    stats: Arc<ApiStats>,
+    max_retries: u32,
+}
+
+/// The OData list: which archive columns hold the id and the update time.
+fn list_columns(entity: &EntityDef) -> (&'static str, &'static str, &'static str) {
+    match entity.external_entity {
+        "Person" => ("v1/Person", "personId", "personUpdatedDate"),
+        _ => ("v1/Contact", "contactId", "updatedDate"),
+    }
+}
+
+fn id_field(entity: &EntityDef) -> &'static str {
+    match entity.external_entity {
+        "Person" => "PersonId",
+        _ => "ContactId",
+    }
+}
+
+/// SuperOffice dates: `2024-05-01T10:00:00` (UTC) or RFC 3339.
+pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl SuperOfficeClient {
+    pub fn new(ctx: ConnectionContext) -> anyhow::Result<Self> {
+        let settings = Settings::parse(&ctx.settings)?;
+        Ok(Self {
+            api: settings.api_url(),
+            http: ctx.http,
+            settings,
+            secrets: ctx.secrets,
+            tokens: ctx.tokens,
+            access: Mutex::new(None),
+            stats: ctx.stats,
+            max_retries: ctx.max_retries,
+        })
+    }
+
+    /// A valid access token: the cached one, a stored unexpired one, or a fresh refresh.
+    async fn token(&self, force_refresh: bool) -> Result<String, ApiError> {
+        let mut cached = self.access.lock().await;
+        if !force_refresh {
+            if let Some(t) = cached.as_ref() {
+                return Ok(t.clone());
+            }
+        }
+        let store_err = |e: anyhow::Error| ApiError::Transient(format!("credential store: {e:#}"));
+        let stored = self.tokens.load().map_err(store_err)?;
+        if !force_refresh {
+            if let (Some(t), Some(exp)) = (&stored.access_token, stored.expires_at) {
+                if exp > Utc::now() + chrono::Duration::seconds(60) {
+                    *cached = Some(t.clone());
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let refresh = stored
+            .refresh_token
+            .clone()
+            .or_else(|| self.secrets.get("refresh_token").cloned())
+            .ok_or_else(|| ApiError::Auth("no refresh token".into()))?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.settings.client_id.as_str()),
+            (
+                "client_secret",
+                self.secrets.get("client_secret").map_or("", String::as_str),
+            ),
+            ("refresh_token", refresh.as_str()),
+        ];
+        self.stats.record_call();
+        let resp = self
+            .http
+            .post(self.settings.token_url())
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(ApiError::from_transport)?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            let msg = body
+                .get("error_description")
+                .or(body.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("token request refused")
+                .to_string();
+            return Err(match status {
+                400 | 401 | 403 => ApiError::Auth(format!("token endpoint: {msg}")),
+                s => ApiError::from_status(s, None, format!("token endpoint: {msg}")),
+            });
+        }
+        let access = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::Malformed("token response has no access_token".into()))?
+            .to_string();
+        let expires_in = body.get("expires_in").and_then(Value::as_i64).unwrap_or(3600);
+        let new = Tokens {
+            access_token: Some(access.clone()),
+            // SuperOffice keeps the refresh token; a rotated one is saved if it ever comes.
+            refresh_token: body
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(Some(refresh)),
+            expires_at: Some(Utc::now() + chrono::Duration::seconds(expires_in)),
+            version: stored.version,
+        };
+        if !self.tokens.save(&new, stored.version).map_err(store_err)? {
+            tracing::debug!("another worker refreshed first; using its token next time");
+        }
+        *cached = Some(access.clone());
+        Ok(access)
+    }
+
+    /// One API call with auth (one refresh on 401) and retries of transient failures.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ApiError> {
+        with_retry(self.max_retries, || async {
+            let mut refreshed = false;
+            loop {
+                let token = self.token(refreshed).await?;
+                let mut req = self
+                    .http
+                    .request(method.clone(), format!("{}{path}", self.api))
+                    .bearer_auth(&token)
+                    .header("Accept", "application/json")
+                    .query(query);
+                if let Some(t) = &self.settings.app_token {
+                    req = req.header("SO-AppToken", t);
+                }
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                self.stats.record_call();
+                let resp = req.send().await.map_err(ApiError::from_transport)?;
+                let status = resp.status().as_u16();
+                let wait = retry_after(resp.headers());
+                let text = resp.text().await.map_err(ApiError::from_transport)?;
+                if status == 401 && !refreshed {
+                    refreshed = true;
+                    continue;
+                }
+                if status == 404 && method == Method::GET {
+                    return Ok(None);
+                }
+                if !(200..300).contains(&status) {
+                    return Err(ApiError::from_status(status, wait, error_message(&text)));
+                }
+                if text.trim().is_empty() {
+                    return Ok(Some(Value::Null));
+                }
+                return serde_json::from_str(&text).map(Some).map_err(|e| {
+                    ApiError::Malformed(format!("{method} {path}: invalid JSON: {e}"))
+                });
+            }
+        })
+        .await
+    }
+
+    async fn get_entity(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
+        let (path, _, _) = list_columns(entity);
+        match self.call(Method::GET, &format!("{path}/{id}"), &[], None).await? {
+            Some(v) if v.is_object() => Ok(Some(v)),
+            Some(other) => Err(ApiError::Malformed(format!(
+                "{path}/{id}: expected an object, got {}",
+                short(&other)
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Rows of an OData archive query.
+    async fn odata(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<Value>, ApiError> {
+        let v = self.call(Method::GET, path, query, None).await?.unwrap_or(Value::Null);
+        match v.get("value") {
+            Some(Value::Array(rows)) => Ok(rows.clone()),
+            _ => Err(ApiError::Malformed(format!(
+                "{path}: the OData response has no `value` list: {}",
+                short(&v)
+            ))),
+        }
+    }
+}
+
+/// SuperOffice's error JSON (`ErrorType: ErrorMessage`), else the raw body.
+fn error_message(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) if v.get("ErrorMessage").is_some() => format!(
+            "{}: {}",
+            v.get("ErrorType").and_then(Value::as_str).unwrap_or("Error"),
+            v.get("ErrorMessage").and_then(Value::as_str).unwrap_or("")
+        ),
+        _ => text.chars().take(300).collect(),
+    }
+}
+
+fn short(v: &Value) -> String {
+    v.to_string().chars().take(200).collect()
+}
+
+fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ExternalClient for SuperOfficeClient {
+    async fn list_changed(
+        &self,
+        entity: &EntityDef,
+        since: Option<DateTime<Utc>>,
+        page: &PageRequest,
+    ) -> Result<Page, ApiError> {
+        let (path, id_col, date_col) = list_columns(entity);
+        let skip: usize = page.token.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let mut query = vec![
+            ("$select", format!("{id_col},{date_col}")),
+            ("$orderBy", date_col.to_string()),
+            ("$top", page.size.to_string()),
+            ("$skip", skip.to_string()),
+        ];
+        if let Some(s) = since {
+            query.push((
+                "$filter",
+                format!("{date_col} after '{}'", s.format("%Y-%m-%dT%H:%M:%S")),
+            ));
+        }
+        let rows = self.odata(path, &query).await?;
+        let n = rows.len();
+        let mut records = Vec::with_capacity(n);
+        for row in rows {
+            let Some(id) = id_text(row.get(id_col)) else {
+                records.push(Fetched::Bad {
+                    id: None,
+                    error: format!("{path}: a row has no {id_col}: {}", short(&row)),
+                });
+                continue;
+            };
+            match self.get_entity(entity, &id).await {
+                Ok(Some(r)) => records.push(Fetched::Record(r)),
+                Ok(None) => {} // deleted between the list and the read
+                Err(e @ (ApiError::Malformed(_) | ApiError::Permanent(_))) => {
+                    records.push(Fetched::Bad {
+                        id: Some(id),
+                        error: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Page {
+            records,
+            next: (n >= page.size && n > 0).then(|| (skip + n).to_string()),
+        })
+    }
+
+    async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
+        self.get_entity(entity, id).await
+    }
+
+    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
+        let (path, _, _) = list_columns(entity);
+        self.call(Method::POST, path, &[], Some(fields))
+            .await?
+            .filter(Value::is_object)
+            .ok_or_else(|| ApiError::Malformed(format!("POST {path}: no entity in the response")))
+    }
+
+    async fn update(&self, entity: &EntityDef, id: &str, fields: &Value) -> Result<Value, ApiError> {
+        // PUT replaces the entity: read it, overlay the mapped fields, write it back.
+        let (path, _, _) = list_columns(entity);
+        let current = self
+            .get_entity(entity, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("{path}/{id}")))?;
+        let body = merge(&current, fields);
+        self.call(Method::PUT, &format!("{path}/{id}"), &[], Some(&body))
+            .await?
+            .filter(Value::is_object)
+            .ok_or_else(|| ApiError::Malformed(format!("PUT {path}/{id}: no entity in the response")))
+    }
+
+    async fn find_match(&self, entity: &EntityDef, fields: &Value) -> Result<Option<Value>, ApiError> {
+        let (path, id_col, _) = list_columns(entity);
+        let s = |k: &str| fields.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let filter = match entity.external_entity {
+            "Person" => match (s("Firstname"), s("Lastname")) {
+                (Some(f), Some(l)) => format!("firstName eq {} and lastName eq {}", quote(f), quote(l)),
+                _ => return Ok(None),
+            },
+            _ => match s("Name") {
+                Some(n) => format!("name eq {}", quote(n)),
+                None => return Ok(None),
+            },
+        };
+        let rows = self
+            .odata(
+                path,
+                &[
+                    ("$select", id_col.to_string()),
+                    ("$filter", filter),
+                    ("$orderBy", id_col.to_string()),
+                    ("$top", "1".into()),
+                ],
+            )
+            .await?;
+        match rows.first().and_then(|r| id_text(r.get(id_col))) {
+            Some(id) => self.get_entity(entity, &id).await,
+            None => Ok(None),
+        }
+    }
+
+    fn record_id(&self, entity: &EntityDef, record: &Value) -> Option<String> {
+        id_text(record.get(id_field(entity))).filter(|id| id != "0")
+    }
+
+    fn updated_at(&self, _entity: &EntityDef, record: &Value) -> Option<DateTime<Utc>> {
+        record
+            .get("UpdatedDate")
+            .and_then(Value::as_str)
+            .and_then(parse_date)
+            .or_else(|| record.get("CreatedDate").and_then(Value::as_str).and_then(parse_date))
+    }
+
+    fn display_name(&self, entity: &EntityDef, record: &Value) -> Option<String> {
+        let s = |k: &str| record.get(k).and_then(Value::as_str).unwrap_or("");
+        match entity.external_entity {
+            "Person" => Some(format!("{} {}", s("Firstname"), s("Lastname")).trim().to_string()),
+            _ => Some(s("Name").to_string()),
+        }
+        .filter(|n| !n.is_empty())
+    }
+}
