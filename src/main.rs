@@ -1,1 +1,10 @@
-fn main() {}
+//! The `ferry` command line.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    ferry_connectors::link();
+    cli::main()
+}

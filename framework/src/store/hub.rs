@@ -203,3 +203,38 @@ impl Store {
             .first(&mut c)?)
     }
 }
+
+impl Store {
+    /// Writes one record from outside a sync (an operator, another system, a test):
+    /// validated against the model, then stored with a new seq. `uid: None` creates it.
+    pub fn hub_put(
+        &self,
+        model: &crate::hub::HubModel,
+        org_id: i64,
+        entity: &str,
+        uid: Option<&str>,
+        data: Value,
+        updated_at: Option<DateTime<Utc>>,
+    ) -> Result<String> {
+        let label = uid.unwrap_or("(new)");
+        model.validate(entity, label, &data)?;
+        let w = HubWrite {
+            uid: uid.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string),
+            create: uid.is_none(),
+            entity: entity.to_string(),
+            match_key: model.match_key(entity, &data),
+            data,
+            updated_at: updated_at.unwrap_or_else(Utc::now),
+            origin_connection_id: None,
+        };
+        let mut c = self.conn()?;
+        c.transaction(|c| Self::hub_write(c, org_id, std::slice::from_ref(&w)))?;
+        Ok(w.uid)
+    }
+
+    /// One record by uid.
+    pub fn hub_get(&self, org_id: i64, uid: &str) -> Result<Option<HubRecord>> {
+        let mut c = self.conn()?;
+        Ok(Self::hub_get_many(&mut c, org_id, &[uid.to_string()])?.pop())
+    }
+}

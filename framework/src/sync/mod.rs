@@ -95,7 +95,7 @@ pub struct Prepared {
 }
 
 /// Progress callback: one short line per page.
-pub type Progress = dyn Fn(&str) + Send + Sync;
+pub type Progress<'a> = dyn Fn(&str) + Send + Sync + 'a;
 
 /// Runs syncs against one database and hub model.
 pub struct Engine {
@@ -227,7 +227,7 @@ impl Engine {
         &self,
         p: &Prepared,
         opts: &SyncOptions,
-        progress: &Progress,
+        progress: &Progress<'_>,
     ) -> Result<RunReport> {
         for e in &opts.entities {
             if !p.entities.iter().any(|(d, _, _)| d.name == e) {
@@ -267,7 +267,7 @@ impl Engine {
         p: &Prepared,
         opts: &SyncOptions,
         selected: &[&(EntityDef, EntitySelection, Mapping)],
-        progress: &Progress,
+        progress: &Progress<'_>,
     ) -> Result<RunReport> {
         let run_id = if opts.dry_run {
             None
@@ -398,7 +398,7 @@ pub(crate) struct EntitySync<'a> {
     opts: &'a SyncOptions,
     counts: &'a mut Counts,
     plan: &'a mut Vec<String>,
-    progress: &'a Progress,
+    progress: &'a Progress<'a>,
 }
 
 impl EntitySync<'_> {

@@ -1,0 +1,120 @@
+//! Command-line parsing and dispatch. Exit codes: 0 success, 1 a sync finished with record
+//! errors (or failed), 2 bad input or configuration.
+
+mod demo;
+mod show;
+mod sync;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ferry_framework::config::Settings;
+use ferry_framework::error::is_input_error;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Two-way sync of business records between SaaS applications through a hub")]
+pub struct Cli {
+    /// Engine settings file.
+    #[arg(long, global = true, env = "FERRY_SETTINGS", default_value = "settings.yml")]
+    pub settings: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create or upgrade Ferry's database schema.
+    Migrate,
+    /// Run due syncs once and exit (cron-friendly).
+    Sync(sync::SyncArgs),
+    /// Last run of each connection with per-entity counts and errors.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The id maps of an organization: which hub record is which application record.
+    Idmaps {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the hub.
+    Hub {
+        #[command(subcommand)]
+        command: HubCommand,
+    },
+    /// Registered connectors with their entities and capabilities.
+    Connectors,
+    /// Start a connector's fake application on loopback, seeded, and sync with it end to end.
+    Demo(demo::DemoArgs),
+    /// Serve a connector's fake application (a sandbox for integrators and the shipped config).
+    Sandbox(demo::SandboxArgs),
+}
+
+#[derive(Subcommand)]
+pub enum HubCommand {
+    /// Records of one entity, oldest change first.
+    List {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        entity: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if is_input_error(&e) { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Connectors => show::connectors(),
+        Command::Demo(args) => demo::demo(&cli.settings, args).await,
+        Command::Sandbox(args) => demo::sandbox(args).await,
+        command => {
+            let settings = Settings::load(&cli.settings)?;
+            match command {
+                Command::Migrate => {
+                    let store = ferry_framework::store::Store::open(&settings.database_url())?;
+                    let n = store.migrate()?;
+                    println!("{n} migration(s) applied ({:?})", store.backend);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Sync(args) => sync::sync(&settings, args).await,
+                Command::Status { json } => show::status(&settings, json),
+                Command::Idmaps { org, json } => show::idmaps(&settings, &org, json),
+                Command::Hub {
+                    command: HubCommand::List { org, entity, limit, json },
+                } => show::hub_list(&settings, &org, &entity, limit, json),
+                _ => unreachable!("handled above"),
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Read-only commands: `connectors`, `status`, `idmaps`, `hub list`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ferry_framework::config::Settings;
+use ferry_framework::connector::registry;
+use ferry_framework::input_error;
+use ferry_framework::store::Store;
+use ferry_framework::sync::EntityReport;
+use serde_json::json;
+
+fn table(header: Vec<&str>) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header(header);
+    t
+}
+
+fn open(settings: &Settings) -> Result<Store> {
+    Store::open_and_migrate(&settings.database_url())
+}
+
+fn org_id(store: &Store, slug: &str) -> Result<i64> {
+    Ok(store
+        .org_by_slug(slug)?
+        .ok_or_else(|| input_error!("no organization {slug:?} in the database (has it synced yet?)"))?
+        .id)
+}
+
+pub fn connectors() -> Result<ExitCode> {
+    let mut t = table(vec!["connector", "entity", "hub entity", "external entity", "capabilities", "sandbox"]);
+    for c in registry() {
+        for e in c.entities() {
+            t.add_row(vec![
+                c.name().to_string(),
+                e.name.to_string(),
+                e.hub_entity.to_string(),
+                e.external_entity.to_string(),
+                e.capabilities.describe(),
+                if c.sandbox().is_some() { "yes" } else { "no" }.to_string(),
+            ]);
+        }
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
+    let store = open(settings)?;
+    let mut rows = Vec::new();
+    for org in store.orgs()? {
+        for conn in store.connections_of(org.id)? {
+            let last = store.runs_of(conn.id, 1)?.pop();
+            let entities: Vec<EntityReport> = last
+                .as_ref()
+                .and_then(|r| serde_json::from_str(&r.counts).ok())
+                .unwrap_or_default();
+            rows.push(json!({
+                "organization": org.slug,
+                "connection": conn.name,
+                "connector": conn.connector,
+                "last_run": last.as_ref().map(|r| json!({
+                    "id": r.id,
+                    "status": r.status,
+                    "started_at": r.started_at.and_utc().to_rfc3339(),
+                    "finished_at": r.finished_at.map(|t| t.and_utc().to_rfc3339()),
+                    "message": r.message,
+                })),
+                "entities": entities,
+            }));
+        }
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(vec!["org", "connection", "last run", "status", "entity", "fetched", "writes", "deferred", "conflicts", "errors"]);
+    for r in &rows {
+        let run = &r["last_run"];
+        let when = run["started_at"].as_str().unwrap_or("never").to_string();
+        let status = run["status"].as_str().unwrap_or("-").to_string();
+        let ents: Vec<EntityReport> = serde_json::from_value(r["entities"].clone()).unwrap_or_default();
+        if ents.is_empty() {
+            t.add_row(vec![r["organization"].as_str().unwrap_or("").into(), r["connection"].as_str().unwrap_or("").into(), when.clone(), status.clone()]);
+        }
+        for e in ents {
+            t.add_row(vec![
+                r["organization"].as_str().unwrap_or("").to_string(),
+                r["connection"].as_str().unwrap_or("").to_string(),
+                when.clone(),
+                status.clone(),
+                e.entity.clone(),
+                e.counts.fetched.to_string(),
+                e.counts.writes().to_string(),
+                e.counts.deferred.to_string(),
+                e.counts.conflicts.to_string(),
+                match e.error { Some(err) => format!("{} ({err})", e.counts.errors), None => e.counts.errors.to_string() },
+            ]);
+        }
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn idmaps(settings: &Settings, org: &str, json_out: bool) -> Result<ExitCode> {
+    let store = open(settings)?;
+    let id = org_id(&store, org)?;
+    let conns = store.connections_of(id)?;
+    let maps = store.idmaps_of(&conns.iter().map(|c| c.id).collect::<Vec<_>>())?;
+    let conn_name = |cid: i64| conns.iter().find(|c| c.id == cid).map(|c| c.name.clone()).unwrap_or_default();
+    let rows: Vec<_> = maps
+        .iter()
+        .map(|m| json!({
+            "connection": conn_name(m.connection_id),
+            "hub_entity": m.hub_entity, "hub_id": m.hub_id,
+            "external_entity": m.external_entity, "external_id": m.external_id,
+            "state": m.state, "name": m.name, "retry_to": m.retry_to, "last_error": m.last_error,
+        }))
+        .collect();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(vec!["connection", "hub entity", "hub id", "external", "external id", "state", "name", "last error"]);
+    for r in rows {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        t.add_row(vec![s("connection"), s("hub_entity"), s("hub_id"), s("external_entity"), s("external_id"), s("state"), s("name"), s("last_error")]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hub_list(settings: &Settings, org: &str, entity: &str, limit: usize, json_out: bool) -> Result<ExitCode> {
+    let store = open(settings)?;
+    let hub = ferry_framework::hub::HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
+    if hub.entity(entity).is_none() {
+        return Err(input_error!("no hub entity {entity:?} in {}", hub.source.display()));
+    }
+    let id = org_id(&store, org)?;
+    let recs = store.hub_list(id, entity, limit)?;
+    if json_out {
+        let v: Vec<_> = recs
+            .iter()
+            .map(|r| json!({"id": r.uid, "seq": r.seq, "updated_at": r.updated_at.to_rfc3339(), "data": r.data}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(vec!["id", "seq", "updated", "data"]);
+    for r in recs {
+        t.add_row(vec![r.uid, r.seq.to_string(), r.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(), r.data.to_string()]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}

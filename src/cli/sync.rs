@@ -1,0 +1,142 @@
+//! `ferry sync`: run every selected connection once, with progress and a summary table.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use ferry_framework::config::Settings;
+use ferry_framework::input_error;
+use ferry_framework::sync::{Engine, RunReport, SyncOptions};
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// Only this organization (slug).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Only this connection (name).
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Only these entities; a partial run never moves other entities' cursors.
+    #[arg(long = "entity")]
+    pub entities: Vec<String>,
+    /// Ignore cursors: read everything on both sides.
+    #[arg(long)]
+    pub full: bool,
+    /// Print what would be created, updated, deferred; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
+    let orgs = settings.organizations()?;
+    if let Some(o) = &args.org {
+        if !orgs.iter().any(|x| &x.slug == o) {
+            return Err(input_error!("no organization {o:?} in {}", settings.paths.organizations));
+        }
+    }
+    let engine = Engine::from_settings(settings)?;
+    let mut prepared = Vec::new();
+    for org in orgs.iter().filter(|o| args.org.as_ref().is_none_or(|s| &o.slug == s)) {
+        if !org.sync_enabled {
+            eprintln!("{}: sync is disabled in {}", org.slug, org.source.display());
+            continue;
+        }
+        for conn in &org.connections {
+            if args.connection.as_ref().is_some_and(|c| c != &conn.name) {
+                continue;
+            }
+            prepared.push(engine.prepare(org, conn, None)?);
+        }
+    }
+    if prepared.is_empty() {
+        return Err(input_error!("nothing to sync: no connection matches"));
+    }
+    let opts = SyncOptions {
+        entities: args.entities.clone(),
+        full: args.full,
+        dry_run: args.dry_run,
+    };
+    let reports = run_all(&engine, &prepared, &opts).await?;
+    print_reports(&reports, args.dry_run);
+    let failed = reports.iter().any(RunReport::has_errors);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Runs each prepared connection with a spinner on a terminal, plain lines otherwise.
+pub async fn run_all(
+    engine: &Engine,
+    prepared: &[ferry_framework::sync::Prepared],
+    opts: &SyncOptions,
+) -> Result<Vec<RunReport>> {
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    for p in prepared {
+        let label = format!("{}/{}", p.org.slug, p.config.name);
+        let progress = |line: &str| match &bar {
+            Some(b) => b.set_message(format!("{label}: {line}")),
+            None => eprintln!("{label}: {line}"),
+        };
+        out.push(engine.run(p, opts, &progress).await?);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(out)
+}
+
+pub fn print_reports(reports: &[RunReport], dry_run: bool) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header(vec![
+        "org", "connection", "entity", "fetched", "hub +new", "hub ~upd", "app +new", "app ~upd",
+        "skipped", "deferred", "conflicts", "errors",
+    ]);
+    for r in reports {
+        for e in &r.entities {
+            let c = &e.counts;
+            t.add_row(vec![
+                r.organization.clone(),
+                r.connection.clone(),
+                e.entity.clone(),
+                c.fetched.to_string(),
+                c.created_in_hub.to_string(),
+                c.updated_in_hub.to_string(),
+                c.created_in_app.to_string(),
+                c.updated_in_app.to_string(),
+                c.skipped.to_string(),
+                c.deferred.to_string(),
+                c.conflicts.to_string(),
+                c.errors.to_string(),
+            ]);
+        }
+    }
+    println!("{t}");
+    for r in reports {
+        for e in &r.entities {
+            if let Some(err) = &e.error {
+                println!("{}/{} {}: FAILED: {err}", r.organization, r.connection, e.entity);
+            }
+        }
+        if dry_run {
+            println!("plan for {}/{} (dry run, nothing written):", r.organization, r.connection);
+            for line in &r.plan {
+                println!("  {line}");
+            }
+            if r.plan.is_empty() {
+                println!("  nothing to do");
+            }
+        } else {
+            println!(
+                "{}/{}: {} ({} API calls)",
+                r.organization, r.connection, r.status, r.api_calls
+            );
+        }
+    }
+}
