@@ -74,8 +74,14 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// Runs `op`, retrying retryable failures up to `max_retries` times: Retry-After when the
-/// application gives one (capped at 60 s), else exponential backoff from 200 ms.
-pub async fn with_retry<T, F, Fut>(max_retries: u32, mut op: F) -> Result<T, ApiError>
+/// application gives one (capped at 60 s), else exponential backoff from 200 ms. A request
+/// that is not idempotent (a create) is retried only when rate limited, since a transient
+/// failure may come after the application already stored it.
+pub async fn with_retry<T, F, Fut>(
+    max_retries: u32,
+    idempotent: bool,
+    mut op: F,
+) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
@@ -83,7 +89,11 @@ where
     let mut attempt = 0;
     loop {
         match op().await {
-            Err(e) if e.is_retryable() && attempt < max_retries => {
+            Err(e)
+                if attempt < max_retries
+                    && (matches!(e, ApiError::RateLimited { .. })
+                        || (idempotent && e.is_retryable())) =>
+            {
                 let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(5)));
                 let wait = match &e {
                     ApiError::RateLimited {

@@ -162,7 +162,7 @@ impl SuperOfficeClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Option<Value>, ApiError> {
-        with_retry(self.max_retries, || async {
+        with_retry(self.max_retries, method != Method::POST, || async {
             let mut refreshed = false;
             loop {
                 let token = self.token(refreshed).await?;

@@ -203,12 +203,22 @@ impl EntitySync<'_> {
         let mut candidates: HashMap<String, HubRecord> = HashMap::new();
         let found = Store::hub_by_match_keys(&mut c, self.p.org_id, hub_entity, &keys)?;
         let found_ids: Vec<String> = found.iter().map(|(_, h)| h.uid.clone()).collect();
-        let taken = Store::idmaps_by_hub(&mut c, cid, hub_entity, ext_entity, &found_ids)?;
+        let mut taken = Store::idmaps_by_hub(&mut c, cid, hub_entity, ext_entity, &found_ids)?;
+        // A hub record whose create was interrupted is still free: the record that create
+        // left in the application is adopted here instead of becoming a second hub record.
+        taken.retain(|_, m| m.state != state::PENDING_CREATE || m.external_id.is_some());
         for (k, h) in found {
             if !taken.contains_key(&h.uid) {
                 candidates.entry(k).or_insert(h);
             }
         }
+        let mut pending = Store::idmaps_by_hub(
+            &mut c,
+            cid,
+            hub_entity,
+            ext_entity,
+            &candidates.values().map(|h| h.uid.clone()).collect::<Vec<_>>(),
+        )?;
 
         let mut writes: Vec<HubWrite> = Vec::new();
         let mut claimed: HashSet<String> = HashSet::new();
@@ -226,13 +236,20 @@ impl EntitySync<'_> {
             }
             let existing = match &m.hub_id {
                 Some(uid) => hubs.get(uid).cloned(),
-                None => self
-                    .engine
-                    .hub
-                    .match_key(hub_entity, &v)
-                    .and_then(|k| candidates.get(&k))
-                    .filter(|h| !claimed.contains(&h.uid))
-                    .cloned(),
+                None => {
+                    let found = self
+                        .engine
+                        .hub
+                        .match_key(hub_entity, &v)
+                        .and_then(|k| candidates.get(&k))
+                        .filter(|h| !claimed.contains(&h.uid))
+                        .cloned();
+                    if let Some(p) = found.as_ref().and_then(|h| pending.remove(&h.uid)) {
+                        m.id = p.id;
+                        m.hub_hash = p.hub_hash;
+                    }
+                    found
+                }
             };
             let label = format!("{hub_entity} from {ext_entity} {ext_id}");
             let (uid, data, create) = match existing {

@@ -1,0 +1,118 @@
+//! Shared test harness: a real database per backend (a SQLite file, and a fresh PostgreSQL
+//! database when FERRY_TEST_POSTGRES_URL is set), the fake SuperOffice on loopback, and an
+//! engine wired to both.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ferry_connectors::superoffice::fake::FakeSuperOffice;
+use ferry_framework::config::{ConflictPolicy, ConnectionConfig, EntitySelection, OrgConfig, Settings};
+use ferry_framework::hub::HubModel;
+use ferry_framework::secrets::Cipher;
+use ferry_framework::store::Store;
+use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Database URLs to run a scenario on: SQLite always, PostgreSQL when configured.
+pub fn backends(dir: &Path) -> Vec<String> {
+    let mut v = vec![dir.join("ferry.db").to_string_lossy().into_owned()];
+    if let Ok(admin) = std::env::var("FERRY_TEST_POSTGRES_URL") {
+        if !admin.trim().is_empty() {
+            v.push(ferry_framework::store::testing::fresh_postgres(&admin).expect("fresh PostgreSQL database"));
+        }
+    }
+    v
+}
+
+pub struct Env {
+    pub engine: Engine,
+    pub fake: FakeSuperOffice,
+    pub prepared: Prepared,
+    pub org: OrgConfig,
+}
+
+pub struct Opts {
+    pub conflict: ConflictPolicy,
+    pub first_sync_batch_size: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { conflict: ConflictPolicy::Newest, first_sync_batch_size: 100 }
+    }
+}
+
+pub async fn env(url: &str, opts: Opts) -> Env {
+    ferry_connectors::link();
+    let mut settings = Settings::with_base(&repo(), url);
+    settings.sync.first_sync_batch_size = opts.first_sync_batch_size;
+    settings.sync.max_retries = 1;
+    let hub = HubModel::load(&repo().join("config/hub.yml")).unwrap();
+    let store = Store::open_and_migrate(url).unwrap();
+    let cipher = Cipher::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    let engine = Engine::new(store, hub, settings, cipher);
+    let fake = FakeSuperOffice::new();
+    let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sel = EntitySelection { conflict: opts.conflict, ..Default::default() };
+    let conn = ConnectionConfig {
+        name: "so".into(),
+        connector: "superoffice".into(),
+        settings: FakeSuperOffice::settings(addr),
+        secrets: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+        entities: [("organization".to_string(), sel.clone()), ("person".to_string(), sel)].into(),
+    };
+    let org = OrgConfig {
+        slug: "acme".into(),
+        name: "Acme".into(),
+        sync_enabled: true,
+        date_filtering_limit: None,
+        connections: vec![conn.clone()],
+        source: "test".into(),
+    };
+    let prepared = engine.prepare(&org, &conn, Some(FakeSuperOffice::secrets())).unwrap();
+    Env { engine, fake, prepared, org }
+}
+
+impl Env {
+    pub async fn sync(&self) -> RunReport {
+        self.sync_with(SyncOptions::default()).await
+    }
+
+    pub async fn sync_with(&self, opts: SyncOptions) -> RunReport {
+        self.engine.run(&self.prepared, &opts, &|_| {}).await.unwrap()
+    }
+
+    pub fn org_id(&self) -> i64 {
+        self.prepared.org_id
+    }
+
+    pub fn hub_seq(&self) -> i64 {
+        self.engine.store.hub_seq(self.org_id()).unwrap()
+    }
+
+    pub fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {
+        self.engine.store.hub_list(self.org_id(), entity, 10_000).unwrap()
+    }
+
+    pub fn hub_named(&self, entity: &str, key: &str, value: &str) -> Option<ferry_framework::store::hub::HubRecord> {
+        self.hub(entity).into_iter().find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
+    }
+
+    pub fn put(&self, entity: &str, uid: Option<&str>, data: serde_json::Value) -> String {
+        self.engine.store.hub_put(&self.engine.hub, self.org_id(), entity, uid, data, None).unwrap()
+    }
+
+    pub fn idmaps(&self) -> Vec<ferry_framework::store::idmaps::IdMap> {
+        self.engine.store.idmaps_of(&[self.prepared.connection_id]).unwrap()
+    }
+
+    pub fn counts(&self, report: &RunReport, entity: &str) -> ferry_framework::sync::Counts {
+        report.entities.iter().find(|e| e.entity == entity).unwrap().counts.clone()
+    }
+}
