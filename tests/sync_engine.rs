@@ -16,27 +16,51 @@ async fn two_way_sync_links_both_sides_and_an_idle_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
         let e = env(&url, Opts::default()).await;
-        let nordic = e.fake.add_contact("Nordic Freight AS", "NO1", "https://nordic.example");
-        e.fake.add_person("Ingrid", "Solberg", "Ingrid@Nordic.example", Some(nordic));
+        let nordic = e
+            .fake
+            .add_contact("Nordic Freight AS", "NO1", "https://nordic.example");
+        e.fake
+            .add_person("Ingrid", "Solberg", "Ingrid@Nordic.example", Some(nordic));
         let harbour = e.put("Organization", None, json!({"name": "Harbour Ltd"}));
         e.put("Person", None, json!({"first_name": "Nora", "last_name": "Dahl", "email": "nora@harbour.example", "organization_id": harbour}));
 
         let r = e.sync().await;
         assert!(!r.has_errors(), "{r:?}");
         // SuperOffice -> hub, with the transform and the reference translated.
-        let org = e.hub_named("Organization", "name", "Nordic Freight AS").expect("contact reached the hub");
+        let org = e
+            .hub_named("Organization", "name", "Nordic Freight AS")
+            .expect("contact reached the hub");
         assert_eq!(org.data["website"], "https://nordic.example");
-        let ingrid = e.hub_named("Person", "first_name", "Ingrid").expect("person reached the hub");
+        let ingrid = e
+            .hub_named("Person", "first_name", "Ingrid")
+            .expect("person reached the hub");
         assert_eq!(ingrid.data["email"], "ingrid@nordic.example");
         assert_eq!(ingrid.data["organization_id"], org.uid.as_str());
         // hub -> SuperOffice, the person under the right company.
-        let contact = e.fake.contacts().into_iter().find(|c| c["Name"] == "Harbour Ltd").expect("hub org reached SuperOffice");
-        let nora = e.fake.persons().into_iter().find(|p| p["Firstname"] == "Nora").expect("hub person reached SuperOffice");
+        let contact = e
+            .fake
+            .contacts()
+            .into_iter()
+            .find(|c| c["Name"] == "Harbour Ltd")
+            .expect("hub org reached SuperOffice");
+        let nora = e
+            .fake
+            .persons()
+            .into_iter()
+            .find(|p| p["Firstname"] == "Nora")
+            .expect("hub person reached SuperOffice");
         assert_eq!(nora["Contact"]["ContactId"], contact["ContactId"]);
-        assert_eq!(e.idmaps().iter().filter(|m| m.state == state::LINKED).count(), 4);
+        assert_eq!(
+            e.idmaps()
+                .iter()
+                .filter(|m| m.state == state::LINKED)
+                .count(),
+            4
+        );
 
         // Updates both ways.
-        e.fake.edit("Contact", nordic, json!({"Name": "Nordic Freight Group"}));
+        e.fake
+            .edit("Contact", nordic, json!({"Name": "Nordic Freight Group"}));
         let mut data = e.hub_named("Person", "first_name", "Nora").unwrap().data;
         data["job_title"] = json!("CEO");
         let nora_uid = e.hub_named("Person", "first_name", "Nora").unwrap().uid;
@@ -44,9 +68,19 @@ async fn two_way_sync_links_both_sides_and_an_idle_run_writes_nothing() {
         let writes = e.fake.writes();
         let r = e.sync().await;
         assert!(!r.has_errors());
-        assert!(e.hub_named("Organization", "name", "Nordic Freight Group").is_some());
-        assert!(e.fake.persons().iter().any(|p| p["Firstname"] == "Nora" && p["Title"] == "CEO"));
-        assert_eq!(e.fake.writes() - writes, 1, "exactly the one hub change was written out");
+        assert!(e
+            .hub_named("Organization", "name", "Nordic Freight Group")
+            .is_some());
+        assert!(e
+            .fake
+            .persons()
+            .iter()
+            .any(|p| p["Firstname"] == "Nora" && p["Title"] == "CEO"));
+        assert_eq!(
+            e.fake.writes() - writes,
+            1,
+            "exactly the one hub change was written out"
+        );
 
         // Idle: nothing written anywhere.
         let (writes, seq) = (e.fake.writes(), e.hub_seq());
@@ -62,7 +96,11 @@ async fn ferrys_own_write_to_superoffice_is_not_echoed_back_to_the_hub() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
         let e = env(&url, Opts::default()).await;
-        e.put("Organization", None, json!({"name": "Echo Ltd", "org_number": "42"}));
+        e.put(
+            "Organization",
+            None,
+            json!({"name": "Echo Ltd", "org_number": "42"}),
+        );
         let r = e.sync().await;
         assert_eq!(e.counts(&r, "organization").created_in_app, 1);
         let seq = e.hub_seq();
@@ -75,23 +113,54 @@ async fn ferrys_own_write_to_superoffice_is_not_echoed_back_to_the_hub() {
     }
 }
 
-async fn conflict_case(url: &str, policy: ConflictPolicy, hub_offset: i64, app_offset: i64) -> (String, String) {
-    let e = env(url, Opts { conflict: policy, ..Opts::default() }).await;
+async fn conflict_case(
+    url: &str,
+    policy: ConflictPolicy,
+    hub_offset: i64,
+    app_offset: i64,
+) -> (String, String) {
+    let e = env(
+        url,
+        Opts {
+            conflict: policy,
+            ..Opts::default()
+        },
+    )
+    .await;
     let id = e.fake.add_contact("Original", "", "");
     e.sync().await;
     let uid = e.hub_named("Organization", "name", "Original").unwrap().uid;
     let base = Utc::now().trunc_subsecs(0) + Duration::seconds(30);
     e.engine
         .store
-        .hub_put(&e.engine.hub, e.org_id(), "Organization", Some(&uid), json!({"name": "From hub"}), Some(base + Duration::seconds(hub_offset)))
+        .hub_put(
+            &e.engine.hub,
+            e.org_id(),
+            "Organization",
+            Some(&uid),
+            json!({"name": "From hub"}),
+            Some(base + Duration::seconds(hub_offset)),
+        )
         .unwrap();
     e.fake.set_clock(Some(base + Duration::seconds(app_offset)));
     e.fake.edit("Contact", id, json!({"Name": "From app"}));
     e.fake.set_clock(None);
     let r = e.sync().await;
     assert_eq!(e.counts(&r, "organization").conflicts, 1, "{r:?}");
-    let hub = e.engine.store.hub_get(e.org_id(), &uid).unwrap().unwrap().data["name"].as_str().unwrap().to_string();
-    let app = e.fake.contact(id).unwrap()["Name"].as_str().unwrap().to_string();
+    let hub = e
+        .engine
+        .store
+        .hub_get(e.org_id(), &uid)
+        .unwrap()
+        .unwrap()
+        .data["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app = e.fake.contact(id).unwrap()["Name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (hub, app)
 }
 
@@ -102,27 +171,42 @@ async fn conflicts_are_settled_by_the_entity_policy() {
         let app_wins = ("From app".to_string(), "From app".to_string());
         let hub_wins = ("From hub".to_string(), "From hub".to_string());
         // newest wins: the application changed last
-        assert_eq!(conflict_case(&url, ConflictPolicy::Newest, 0, 10).await, app_wins);
+        assert_eq!(
+            conflict_case(&url, ConflictPolicy::Newest, 0, 10).await,
+            app_wins
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
         let hub_wins = ("From hub".to_string(), "From hub".to_string());
         // newest wins: the hub changed last
-        assert_eq!(conflict_case(&url, ConflictPolicy::Newest, 10, 0).await, hub_wins);
+        assert_eq!(
+            conflict_case(&url, ConflictPolicy::Newest, 10, 0).await,
+            hub_wins
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
         let app_wins = ("From app".to_string(), "From app".to_string());
         // a tie goes to the external side
-        assert_eq!(conflict_case(&url, ConflictPolicy::Newest, 5, 5).await, app_wins);
+        assert_eq!(
+            conflict_case(&url, ConflictPolicy::Newest, 5, 5).await,
+            app_wins
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
         let hub_wins = ("From hub".to_string(), "From hub".to_string());
         let app_wins = ("From app".to_string(), "From app".to_string());
         // preemption overrides the clocks
-        assert_eq!(conflict_case(&url, ConflictPolicy::Hub, 0, 10).await, hub_wins);
-        assert_eq!(conflict_case(&url, ConflictPolicy::External, 10, 0).await, app_wins);
+        assert_eq!(
+            conflict_case(&url, ConflictPolicy::Hub, 0, 10).await,
+            hub_wins
+        );
+        assert_eq!(
+            conflict_case(&url, ConflictPolicy::External, 10, 0).await,
+            app_wins
+        );
     }
 }
 
@@ -132,20 +216,35 @@ async fn a_person_whose_company_is_not_linked_yet_is_deferred_then_linked() {
     for url in backends(dir.path()) {
         let e = env(&url, Opts::default()).await;
         let c = e.fake.add_contact("Later AS", "", "");
-        e.fake.add_person("Per", "Son", "per@later.example", Some(c));
-        let r = e.sync_with(SyncOptions { entities: vec!["person".into()], ..Default::default() }).await;
+        e.fake
+            .add_person("Per", "Son", "per@later.example", Some(c));
+        let r = e
+            .sync_with(SyncOptions {
+                entities: vec!["person".into()],
+                ..Default::default()
+            })
+            .await;
         assert_eq!(e.counts(&r, "person").deferred, 1);
         assert!(e.hub("Person").is_empty(), "nothing half-linked in the hub");
-        let m = e.idmaps().into_iter().find(|m| m.hub_entity == "Person").expect("the deferral is recorded");
+        let m = e
+            .idmaps()
+            .into_iter()
+            .find(|m| m.hub_entity == "Person")
+            .expect("the deferral is recorded");
         assert_eq!(m.state, state::DEFERRED);
         assert!(m.last_error.unwrap().contains("not linked yet"));
 
         let r = e.sync().await;
         assert!(!r.has_errors(), "{r:?}");
         let org = e.hub_named("Organization", "name", "Later AS").unwrap();
-        let per = e.hub_named("Person", "first_name", "Per").expect("deferred person arrives");
+        let per = e
+            .hub_named("Person", "first_name", "Per")
+            .expect("deferred person arrives");
         assert_eq!(per.data["organization_id"], org.uid.as_str());
-        assert!(e.idmaps().iter().all(|m| m.state == state::LINKED && m.retry_to.is_none()));
+        assert!(e
+            .idmaps()
+            .iter()
+            .all(|m| m.state == state::LINKED && m.retry_to.is_none()));
     }
 }
 
@@ -159,17 +258,29 @@ async fn a_failure_after_the_external_create_never_duplicates_the_record() {
         e.fake.fail_next(Target::Create, Failure::AfterCommit);
         let r = e.sync().await;
         assert_eq!(e.counts(&r, "organization").errors, 1);
-        assert_eq!(e.fake.calls("create"), 1, "a create is never retried blindly");
+        assert_eq!(
+            e.fake.calls("create"),
+            1,
+            "a create is never retried blindly"
+        );
         let m = e.idmaps().pop().unwrap();
         assert_eq!(m.state, state::PENDING_CREATE);
 
         let r = e.sync().await;
         assert!(!r.has_errors(), "{r:?}");
-        let same: Vec<_> = e.fake.contacts().into_iter().filter(|c| c["Name"] == "Crash Safe AS").collect();
+        let same: Vec<_> = e
+            .fake
+            .contacts()
+            .into_iter()
+            .filter(|c| c["Name"] == "Crash Safe AS")
+            .collect();
         assert_eq!(same.len(), 1, "no duplicate after the retry");
         let m = e.idmaps().pop().unwrap();
         assert_eq!(m.state, state::LINKED);
-        assert_eq!(m.external_id.as_deref(), Some(same[0]["ContactId"].to_string().as_str()));
+        assert_eq!(
+            m.external_id.as_deref(),
+            Some(same[0]["ContactId"].to_string().as_str())
+        );
     }
 }
 
@@ -177,23 +288,51 @@ async fn a_failure_after_the_external_create_never_duplicates_the_record() {
 async fn first_sync_reads_in_batches_and_a_partial_run_leaves_other_cursors_alone() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
-        let e = env(&url, Opts { first_sync_batch_size: 2, ..Opts::default() }).await;
+        let e = env(
+            &url,
+            Opts {
+                first_sync_batch_size: 2,
+                ..Opts::default()
+            },
+        )
+        .await;
         for i in 0..5 {
             e.fake.add_contact(&format!("Company {i}"), "", "");
         }
         e.fake.add_person("Solo", "Person", "", None);
-        let r = e.sync_with(SyncOptions { entities: vec!["organization".into()], ..Default::default() }).await;
+        let r = e
+            .sync_with(SyncOptions {
+                entities: vec!["organization".into()],
+                ..Default::default()
+            })
+            .await;
         assert_eq!(e.counts(&r, "organization").created_in_hub, 5);
         assert_eq!(e.fake.calls("list"), 3, "pages of 2, 2 and 1");
         let cursors = e.engine.store.cursors_of(e.prepared.connection_id).unwrap();
-        assert_eq!(cursors.iter().map(|c| c.entity.as_str()).collect::<Vec<_>>(), vec!["organization"]);
+        assert_eq!(
+            cursors
+                .iter()
+                .map(|c| c.entity.as_str())
+                .collect::<Vec<_>>(),
+            vec!["organization"]
+        );
 
         e.sync().await;
         let before = e.engine.store.cursors_of(e.prepared.connection_id).unwrap();
-        e.sync_with(SyncOptions { entities: vec!["person".into()], ..Default::default() }).await;
+        e.sync_with(SyncOptions {
+            entities: vec!["person".into()],
+            ..Default::default()
+        })
+        .await;
         let after = e.engine.store.cursors_of(e.prepared.connection_id).unwrap();
-        let org = |v: &Vec<ferry_framework::store::runs::Cursor>| v.iter().find(|c| c.entity == "organization").cloned();
-        assert_eq!(org(&before), org(&after), "the organization cursor did not move");
+        let org = |v: &Vec<ferry_framework::store::runs::Cursor>| {
+            v.iter().find(|c| c.entity == "organization").cloned()
+        };
+        assert_eq!(
+            org(&before),
+            org(&after),
+            "the organization cursor did not move"
+        );
     }
 }
 
@@ -206,14 +345,37 @@ async fn full_sync_reads_past_the_cursor_and_dry_run_writes_nothing() {
         e.put("Organization", None, json!({"name": "Planned AS"}));
 
         // Dry run: the plan names both directions, nothing is written anywhere.
-        let r = e.sync_with(SyncOptions { dry_run: true, ..Default::default() }).await;
-        assert!(r.plan.iter().any(|l| l.contains("hub: create")), "{:?}", r.plan);
-        assert!(r.plan.iter().any(|l| l.contains("create Contact")), "{:?}", r.plan);
+        let r = e
+            .sync_with(SyncOptions {
+                dry_run: true,
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            r.plan.iter().any(|l| l.contains("hub: create")),
+            "{:?}",
+            r.plan
+        );
+        assert!(
+            r.plan.iter().any(|l| l.contains("create Contact")),
+            "{:?}",
+            r.plan
+        );
         assert_eq!(e.fake.writes(), 0);
         assert_eq!(e.hub("Organization").len(), 1);
         assert!(e.idmaps().is_empty());
-        assert!(e.engine.store.cursors_of(e.prepared.connection_id).unwrap().is_empty());
-        assert!(e.engine.store.runs_of(e.prepared.connection_id, 10).unwrap().is_empty());
+        assert!(e
+            .engine
+            .store
+            .cursors_of(e.prepared.connection_id)
+            .unwrap()
+            .is_empty());
+        assert!(e
+            .engine
+            .store
+            .runs_of(e.prepared.connection_id, 10)
+            .unwrap()
+            .is_empty());
 
         e.sync().await;
         // A change stamped long before the cursor (a restored backup, a clock fix) is missed
@@ -223,7 +385,12 @@ async fn full_sync_reads_past_the_cursor_and_dry_run_writes_nothing() {
         e.fake.set_clock(None);
         e.sync().await;
         assert!(e.hub_named("Organization", "name", "Backdated").is_none());
-        let r = e.sync_with(SyncOptions { full: true, ..Default::default() }).await;
+        let r = e
+            .sync_with(SyncOptions {
+                full: true,
+                ..Default::default()
+            })
+            .await;
         assert_eq!(e.counts(&r, "organization").updated_in_hub, 1);
         assert!(e.hub_named("Organization", "name", "Backdated").is_some());
     }
@@ -235,18 +402,35 @@ async fn bad_records_from_the_api_are_recorded_and_do_not_stop_the_others() {
     for url in backends(dir.path()) {
         let e = env(&url, Opts::default()).await;
         let bad = e.fake.add_contact("placeholder", "", "");
-        e.fake.edit("Contact", bad, json!({"Name": {"unexpected": "object"}}));
+        e.fake
+            .edit("Contact", bad, json!({"Name": {"unexpected": "object"}}));
         let typed = e.fake.add_contact("Typed AS", "", "");
-        e.fake.edit("Contact", typed, json!({"UserDefinedFields": {"SuperOffice:1": 42}}));
+        e.fake.edit(
+            "Contact",
+            typed,
+            json!({"UserDefinedFields": {"SuperOffice:1": 42}}),
+        );
         e.fake.add_contact("Good AS", "", "");
         let r = e.sync().await;
         let c = e.counts(&r, "organization");
         assert_eq!(c.errors, 2, "{r:?}");
         assert_eq!(c.created_in_hub, 1);
         assert!(r.has_errors());
-        let errors: Vec<String> = e.idmaps().into_iter().filter_map(|m| m.last_error).collect();
-        assert!(errors.iter().any(|m| m.contains("field `name`")), "{errors:?}");
-        assert!(errors.iter().any(|m| m.contains("field `industry`") && m.contains(&format!("Contact {typed}"))), "{errors:?}");
+        let errors: Vec<String> = e
+            .idmaps()
+            .into_iter()
+            .filter_map(|m| m.last_error)
+            .collect();
+        assert!(
+            errors.iter().any(|m| m.contains("field `name`")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|m| m.contains("field `industry`") && m.contains(&format!("Contact {typed}"))),
+            "{errors:?}"
+        );
     }
 }
 
@@ -262,7 +446,14 @@ async fn rate_limits_and_expired_tokens_are_handled() {
         e.put("Organization", None, json!({"name": "After Refresh AS"}));
         let r = e.sync().await;
         assert!(!r.has_errors(), "{r:?}");
-        assert!(e.fake.calls("token") >= 2, "the expired token was refreshed");
-        assert!(e.fake.contacts().iter().any(|c| c["Name"] == "After Refresh AS"));
+        assert!(
+            e.fake.calls("token") >= 2,
+            "the expired token was refreshed"
+        );
+        assert!(e
+            .fake
+            .contacts()
+            .iter()
+            .any(|c| c["Name"] == "After Refresh AS"));
     }
 }

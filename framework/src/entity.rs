@@ -100,8 +100,11 @@ pub trait ExternalClient: Send + Sync {
 
     /// Finds a record that already holds these fields (used to finish an interrupted
     /// create without duplicating it).
-    async fn find_match(&self, entity: &EntityDef, fields: &Value)
-        -> Result<Option<Value>, ApiError>;
+    async fn find_match(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+    ) -> Result<Option<Value>, ApiError>;
 
     fn record_id(&self, entity: &EntityDef, record: &Value) -> Option<String>;
     fn updated_at(&self, entity: &EntityDef, record: &Value) -> Option<DateTime<Utc>>;

@@ -14,10 +14,19 @@ use ferry_framework::config::Settings;
 use ferry_framework::error::is_input_error;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Two-way sync of business records between SaaS applications through a hub")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Two-way sync of business records between SaaS applications through a hub"
+)]
 pub struct Cli {
     /// Engine settings file.
-    #[arg(long, global = true, env = "FERRY_SETTINGS", default_value = "settings.yml")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_SETTINGS",
+        default_value = "settings.yml"
+    )]
     pub settings: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -111,7 +120,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Status { json } => show::status(&settings, json),
                 Command::Idmaps { org, json } => show::idmaps(&settings, &org, json),
                 Command::Hub {
-                    command: HubCommand::List { org, entity, limit, json },
+                    command:
+                        HubCommand::List {
+                            org,
+                            entity,
+                            limit,
+                            json,
+                        },
                 } => show::hub_list(&settings, &org, &entity, limit, json),
                 _ => unreachable!("handled above"),
             }

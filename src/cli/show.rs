@@ -24,12 +24,21 @@ fn open(settings: &Settings) -> Result<Store> {
 fn org_id(store: &Store, slug: &str) -> Result<i64> {
     Ok(store
         .org_by_slug(slug)?
-        .ok_or_else(|| input_error!("no organization {slug:?} in the database (has it synced yet?)"))?
+        .ok_or_else(|| {
+            input_error!("no organization {slug:?} in the database (has it synced yet?)")
+        })?
         .id)
 }
 
 pub fn connectors() -> Result<ExitCode> {
-    let mut t = table(vec!["connector", "entity", "hub entity", "external entity", "capabilities", "sandbox"]);
+    let mut t = table(vec![
+        "connector",
+        "entity",
+        "hub entity",
+        "external entity",
+        "capabilities",
+        "sandbox",
+    ]);
     for c in registry() {
         for e in c.entities() {
             t.add_row(vec![
@@ -75,14 +84,31 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table(vec!["org", "connection", "last run", "status", "entity", "fetched", "writes", "deferred", "conflicts", "errors"]);
+    let mut t = table(vec![
+        "org",
+        "connection",
+        "last run",
+        "status",
+        "entity",
+        "fetched",
+        "writes",
+        "deferred",
+        "conflicts",
+        "errors",
+    ]);
     for r in &rows {
         let run = &r["last_run"];
         let when = run["started_at"].as_str().unwrap_or("never").to_string();
         let status = run["status"].as_str().unwrap_or("-").to_string();
-        let ents: Vec<EntityReport> = serde_json::from_value(r["entities"].clone()).unwrap_or_default();
+        let ents: Vec<EntityReport> =
+            serde_json::from_value(r["entities"].clone()).unwrap_or_default();
         if ents.is_empty() {
-            t.add_row(vec![r["organization"].as_str().unwrap_or("").into(), r["connection"].as_str().unwrap_or("").into(), when.clone(), status.clone()]);
+            t.add_row(vec![
+                r["organization"].as_str().unwrap_or("").into(),
+                r["connection"].as_str().unwrap_or("").into(),
+                when.clone(),
+                status.clone(),
+            ]);
         }
         for e in ents {
             t.add_row(vec![
@@ -95,7 +121,10 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
                 e.counts.writes().to_string(),
                 e.counts.deferred.to_string(),
                 e.counts.conflicts.to_string(),
-                match e.error { Some(err) => format!("{} ({err})", e.counts.errors), None => e.counts.errors.to_string() },
+                match e.error {
+                    Some(err) => format!("{} ({err})", e.counts.errors),
+                    None => e.counts.errors.to_string(),
+                },
             ]);
         }
     }
@@ -108,7 +137,13 @@ pub fn idmaps(settings: &Settings, org: &str, json_out: bool) -> Result<ExitCode
     let id = org_id(&store, org)?;
     let conns = store.connections_of(id)?;
     let maps = store.idmaps_of(&conns.iter().map(|c| c.id).collect::<Vec<_>>())?;
-    let conn_name = |cid: i64| conns.iter().find(|c| c.id == cid).map(|c| c.name.clone()).unwrap_or_default();
+    let conn_name = |cid: i64| {
+        conns
+            .iter()
+            .find(|c| c.id == cid)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    };
     let rows: Vec<_> = maps
         .iter()
         .map(|m| json!({
@@ -122,20 +157,47 @@ pub fn idmaps(settings: &Settings, org: &str, json_out: bool) -> Result<ExitCode
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table(vec!["connection", "hub entity", "hub id", "external", "external id", "state", "name", "last error"]);
+    let mut t = table(vec![
+        "connection",
+        "hub entity",
+        "hub id",
+        "external",
+        "external id",
+        "state",
+        "name",
+        "last error",
+    ]);
     for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        t.add_row(vec![s("connection"), s("hub_entity"), s("hub_id"), s("external_entity"), s("external_id"), s("state"), s("name"), s("last_error")]);
+        t.add_row(vec![
+            s("connection"),
+            s("hub_entity"),
+            s("hub_id"),
+            s("external_entity"),
+            s("external_id"),
+            s("state"),
+            s("name"),
+            s("last_error"),
+        ]);
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn hub_list(settings: &Settings, org: &str, entity: &str, limit: usize, json_out: bool) -> Result<ExitCode> {
+pub fn hub_list(
+    settings: &Settings,
+    org: &str,
+    entity: &str,
+    limit: usize,
+    json_out: bool,
+) -> Result<ExitCode> {
     let store = open(settings)?;
     let hub = ferry_framework::hub::HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
     if hub.entity(entity).is_none() {
-        return Err(input_error!("no hub entity {entity:?} in {}", hub.source.display()));
+        return Err(input_error!(
+            "no hub entity {entity:?} in {}",
+            hub.source.display()
+        ));
     }
     let id = org_id(&store, org)?;
     let recs = store.hub_list(id, entity, limit)?;
@@ -149,7 +211,12 @@ pub fn hub_list(settings: &Settings, org: &str, entity: &str, limit: usize, json
     }
     let mut t = table(vec!["id", "seq", "updated", "data"]);
     for r in recs {
-        t.add_row(vec![r.uid, r.seq.to_string(), r.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(), r.data.to_string()]);
+        t.add_row(vec![
+            r.uid,
+            r.seq.to_string(),
+            r.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.data.to_string(),
+        ]);
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)

@@ -32,12 +32,18 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
     let orgs = settings.organizations()?;
     if let Some(o) = &args.org {
         if !orgs.iter().any(|x| &x.slug == o) {
-            return Err(input_error!("no organization {o:?} in {}", settings.paths.organizations));
+            return Err(input_error!(
+                "no organization {o:?} in {}",
+                settings.paths.organizations
+            ));
         }
     }
     let engine = Engine::from_settings(settings)?;
     let mut prepared = Vec::new();
-    for org in orgs.iter().filter(|o| args.org.as_ref().is_none_or(|s| &o.slug == s)) {
+    for org in orgs
+        .iter()
+        .filter(|o| args.org.as_ref().is_none_or(|s| &o.slug == s))
+    {
         if !org.sync_enabled {
             eprintln!("{}: sync is disabled in {}", org.slug, org.source.display());
             continue;
@@ -60,7 +66,11 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
     let reports = run_all(&engine, &prepared, &opts).await?;
     print_reports(&reports, args.dry_run);
     let failed = reports.iter().any(RunReport::has_errors);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Runs each prepared connection with a spinner on a terminal, plain lines otherwise.
@@ -95,8 +105,18 @@ pub fn print_reports(reports: &[RunReport], dry_run: bool) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(vec![
-        "org", "connection", "entity", "fetched", "hub +new", "hub ~upd", "app +new", "app ~upd",
-        "skipped", "deferred", "conflicts", "errors",
+        "org",
+        "connection",
+        "entity",
+        "fetched",
+        "hub +new",
+        "hub ~upd",
+        "app +new",
+        "app ~upd",
+        "skipped",
+        "deferred",
+        "conflicts",
+        "errors",
     ]);
     for r in reports {
         for e in &r.entities {
@@ -121,11 +141,17 @@ pub fn print_reports(reports: &[RunReport], dry_run: bool) {
     for r in reports {
         for e in &r.entities {
             if let Some(err) = &e.error {
-                println!("{}/{} {}: FAILED: {err}", r.organization, r.connection, e.entity);
+                println!(
+                    "{}/{} {}: FAILED: {err}",
+                    r.organization, r.connection, e.entity
+                );
             }
         }
         if dry_run {
-            println!("plan for {}/{} (dry run, nothing written):", r.organization, r.connection);
+            println!(
+                "plan for {}/{} (dry run, nothing written):",
+                r.organization, r.connection
+            );
             for line in &r.plan {
                 println!("  {line}");
             }

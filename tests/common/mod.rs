@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ferry_connectors::superoffice::fake::FakeSuperOffice;
-use ferry_framework::config::{ConflictPolicy, ConnectionConfig, EntitySelection, OrgConfig, Settings};
+use ferry_framework::config::{
+    ConflictPolicy, ConnectionConfig, EntitySelection, OrgConfig, Settings,
+};
 use ferry_framework::hub::HubModel;
 use ferry_framework::secrets::Cipher;
 use ferry_framework::store::Store;
@@ -23,7 +25,10 @@ pub fn backends(dir: &Path) -> Vec<String> {
     let mut v = vec![dir.join("ferry.db").to_string_lossy().into_owned()];
     if let Ok(admin) = std::env::var("FERRY_TEST_POSTGRES_URL") {
         if !admin.trim().is_empty() {
-            v.push(ferry_framework::store::testing::fresh_postgres(&admin).expect("fresh PostgreSQL database"));
+            v.push(
+                ferry_framework::store::testing::fresh_postgres(&admin)
+                    .expect("fresh PostgreSQL database"),
+            );
         }
     }
     v
@@ -43,7 +48,10 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { conflict: ConflictPolicy::Newest, first_sync_batch_size: 100 }
+        Opts {
+            conflict: ConflictPolicy::Newest,
+            first_sync_batch_size: 100,
+        }
     }
 }
 
@@ -58,14 +66,21 @@ pub async fn env(url: &str, opts: Opts) -> Env {
     let engine = Engine::new(store, hub, settings, cipher);
     let fake = FakeSuperOffice::new();
     let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let sel = EntitySelection { conflict: opts.conflict, ..Default::default() };
+    let sel = EntitySelection {
+        conflict: opts.conflict,
+        ..Default::default()
+    };
     let conn = ConnectionConfig {
         name: "so".into(),
         connector: "superoffice".into(),
         settings: FakeSuperOffice::settings(addr),
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
-        entities: [("organization".to_string(), sel.clone()), ("person".to_string(), sel)].into(),
+        entities: [
+            ("organization".to_string(), sel.clone()),
+            ("person".to_string(), sel),
+        ]
+        .into(),
     };
     let org = OrgConfig {
         slug: "acme".into(),
@@ -75,8 +90,15 @@ pub async fn env(url: &str, opts: Opts) -> Env {
         connections: vec![conn.clone()],
         source: "test".into(),
     };
-    let prepared = engine.prepare(&org, &conn, Some(FakeSuperOffice::secrets())).unwrap();
-    Env { engine, fake, prepared, org }
+    let prepared = engine
+        .prepare(&org, &conn, Some(FakeSuperOffice::secrets()))
+        .unwrap();
+    Env {
+        engine,
+        fake,
+        prepared,
+        org,
+    }
 }
 
 impl Env {
@@ -85,7 +107,10 @@ impl Env {
     }
 
     pub async fn sync_with(&self, opts: SyncOptions) -> RunReport {
-        self.engine.run(&self.prepared, &opts, &|_| {}).await.unwrap()
+        self.engine
+            .run(&self.prepared, &opts, &|_| {})
+            .await
+            .unwrap()
     }
 
     pub fn org_id(&self) -> i64 {
@@ -97,22 +122,44 @@ impl Env {
     }
 
     pub fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {
-        self.engine.store.hub_list(self.org_id(), entity, 10_000).unwrap()
+        self.engine
+            .store
+            .hub_list(self.org_id(), entity, 10_000)
+            .unwrap()
     }
 
-    pub fn hub_named(&self, entity: &str, key: &str, value: &str) -> Option<ferry_framework::store::hub::HubRecord> {
-        self.hub(entity).into_iter().find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
+    pub fn hub_named(
+        &self,
+        entity: &str,
+        key: &str,
+        value: &str,
+    ) -> Option<ferry_framework::store::hub::HubRecord> {
+        self.hub(entity)
+            .into_iter()
+            .find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
     }
 
     pub fn put(&self, entity: &str, uid: Option<&str>, data: serde_json::Value) -> String {
-        self.engine.store.hub_put(&self.engine.hub, self.org_id(), entity, uid, data, None).unwrap()
+        self.engine
+            .store
+            .hub_put(&self.engine.hub, self.org_id(), entity, uid, data, None)
+            .unwrap()
     }
 
     pub fn idmaps(&self) -> Vec<ferry_framework::store::idmaps::IdMap> {
-        self.engine.store.idmaps_of(&[self.prepared.connection_id]).unwrap()
+        self.engine
+            .store
+            .idmaps_of(&[self.prepared.connection_id])
+            .unwrap()
     }
 
     pub fn counts(&self, report: &RunReport, entity: &str) -> ferry_framework::sync::Counts {
-        report.entities.iter().find(|e| e.entity == entity).unwrap().counts.clone()
+        report
+            .entities
+            .iter()
+            .find(|e| e.entity == entity)
+            .unwrap()
+            .counts
+            .clone()
     }
 }

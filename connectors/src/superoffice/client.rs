@@ -135,7 +135,10 @@ impl SuperOfficeClient {
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::Malformed("token response has no access_token".into()))?
             .to_string();
-        let expires_in = body.get("expires_in").and_then(Value::as_i64).unwrap_or(3600);
+        let expires_in = body
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
         let new = Tokens {
             access_token: Some(access.clone()),
             // SuperOffice keeps the refresh token; a rotated one is saved if it ever comes.
@@ -206,7 +209,10 @@ impl SuperOfficeClient {
 
     async fn get_entity(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
         let (path, _, _) = list_columns(entity);
-        match self.call(Method::GET, &format!("{path}/{id}"), &[], None).await? {
+        match self
+            .call(Method::GET, &format!("{path}/{id}"), &[], None)
+            .await?
+        {
             Some(v) if v.is_object() => Ok(Some(v)),
             Some(other) => Err(ApiError::Malformed(format!(
                 "{path}/{id}: expected an object, got {}",
@@ -218,7 +224,10 @@ impl SuperOfficeClient {
 
     /// Rows of an OData archive query.
     async fn odata(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<Value>, ApiError> {
-        let v = self.call(Method::GET, path, query, None).await?.unwrap_or(Value::Null);
+        let v = self
+            .call(Method::GET, path, query, None)
+            .await?
+            .unwrap_or(Value::Null);
         match v.get("value") {
             Some(Value::Array(rows)) => Ok(rows.clone()),
             _ => Err(ApiError::Malformed(format!(
@@ -234,7 +243,9 @@ fn error_message(text: &str) -> String {
     match serde_json::from_str::<Value>(text) {
         Ok(v) if v.get("ErrorMessage").is_some() => format!(
             "{}: {}",
-            v.get("ErrorType").and_then(Value::as_str).unwrap_or("Error"),
+            v.get("ErrorType")
+                .and_then(Value::as_str)
+                .unwrap_or("Error"),
             v.get("ErrorMessage").and_then(Value::as_str).unwrap_or("")
         ),
         _ => text.chars().take(300).collect(),
@@ -262,7 +273,11 @@ impl ExternalClient for SuperOfficeClient {
         page: &PageRequest,
     ) -> Result<Page, ApiError> {
         let (path, id_col, date_col) = list_columns(entity);
-        let skip: usize = page.token.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let skip: usize = page
+            .token
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
         let mut query = vec![
             ("$select", format!("{id_col},{date_col}")),
             ("$orderBy", date_col.to_string()),
@@ -316,7 +331,12 @@ impl ExternalClient for SuperOfficeClient {
             .ok_or_else(|| ApiError::Malformed(format!("POST {path}: no entity in the response")))
     }
 
-    async fn update(&self, entity: &EntityDef, id: &str, fields: &Value) -> Result<Value, ApiError> {
+    async fn update(
+        &self,
+        entity: &EntityDef,
+        id: &str,
+        fields: &Value,
+    ) -> Result<Value, ApiError> {
         // PUT replaces the entity: read it, overlay the mapped fields, write it back.
         let (path, _, _) = list_columns(entity);
         let current = self
@@ -327,15 +347,28 @@ impl ExternalClient for SuperOfficeClient {
         self.call(Method::PUT, &format!("{path}/{id}"), &[], Some(&body))
             .await?
             .filter(Value::is_object)
-            .ok_or_else(|| ApiError::Malformed(format!("PUT {path}/{id}: no entity in the response")))
+            .ok_or_else(|| {
+                ApiError::Malformed(format!("PUT {path}/{id}: no entity in the response"))
+            })
     }
 
-    async fn find_match(&self, entity: &EntityDef, fields: &Value) -> Result<Option<Value>, ApiError> {
+    async fn find_match(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+    ) -> Result<Option<Value>, ApiError> {
         let (path, id_col, _) = list_columns(entity);
-        let s = |k: &str| fields.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let s = |k: &str| {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         let filter = match entity.external_entity {
             "Person" => match (s("Firstname"), s("Lastname")) {
-                (Some(f), Some(l)) => format!("firstName eq {} and lastName eq {}", quote(f), quote(l)),
+                (Some(f), Some(l)) => {
+                    format!("firstName eq {} and lastName eq {}", quote(f), quote(l))
+                }
                 _ => return Ok(None),
             },
             _ => match s("Name") {
@@ -369,13 +402,22 @@ impl ExternalClient for SuperOfficeClient {
             .get("UpdatedDate")
             .and_then(Value::as_str)
             .and_then(parse_date)
-            .or_else(|| record.get("CreatedDate").and_then(Value::as_str).and_then(parse_date))
+            .or_else(|| {
+                record
+                    .get("CreatedDate")
+                    .and_then(Value::as_str)
+                    .and_then(parse_date)
+            })
     }
 
     fn display_name(&self, entity: &EntityDef, record: &Value) -> Option<String> {
         let s = |k: &str| record.get(k).and_then(Value::as_str).unwrap_or("");
         match entity.external_entity {
-            "Person" => Some(format!("{} {}", s("Firstname"), s("Lastname")).trim().to_string()),
+            "Person" => Some(
+                format!("{} {}", s("Firstname"), s("Lastname"))
+                    .trim()
+                    .to_string(),
+            ),
             _ => Some(s("Name").to_string()),
         }
         .filter(|n| !n.is_empty())

@@ -94,7 +94,10 @@ impl FakeSuperOffice {
         Router::new()
             .route("/login/common/oauth/tokens", post(token))
             .route("/{ctx}/api/v1/{entity}", get(list).post(create))
-            .route("/{ctx}/api/v1/{entity}/{id}", get(read).put(update).delete(remove))
+            .route(
+                "/{ctx}/api/v1/{entity}/{id}",
+                get(read).put(update).delete(remove),
+            )
             .with_state(self.clone())
     }
 
@@ -172,7 +175,11 @@ impl FakeSuperOffice {
     pub fn edit(&self, entity: &str, id: i64, fields: Value) -> bool {
         let mut g = self.lock();
         let now = fmt_date(Self::now(&g));
-        let table = if entity == "Person" { &mut g.persons } else { &mut g.contacts };
+        let table = if entity == "Person" {
+            &mut g.persons
+        } else {
+            &mut g.contacts
+        };
         let Some(rec) = table.get_mut(&id) else {
             return false;
         };
@@ -236,7 +243,11 @@ async fn gate(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !g.tokens.contains(token) {
-            return Err(so_error(401, "SoAuthenticationException", "Invalid or expired access token"));
+            return Err(so_error(
+                401,
+                "SoAuthenticationException",
+                "Invalid or expired access token",
+            ));
         }
         let pos = g
             .failures
@@ -254,14 +265,24 @@ async fn gate(
     }
 }
 
-async fn token(State(fake): State<FakeSuperOffice>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(fake): State<FakeSuperOffice>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let mut g = fake.lock();
     *g.calls.entry("token".into()).or_default() += 1;
     let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if f("grant_type") != "refresh_token" {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
     }
-    if f("client_id") != CLIENT_ID || f("client_secret") != CLIENT_SECRET || f("refresh_token") != REFRESH_TOKEN {
+    if f("client_id") != CLIENT_ID
+        || f("client_secret") != CLIENT_SECRET
+        || f("refresh_token") != REFRESH_TOKEN
+    {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "invalid_grant", "error_description": "The refresh token or client credentials are invalid"})),
@@ -271,7 +292,8 @@ async fn token(State(fake): State<FakeSuperOffice>, Form(form): Form<HashMap<Str
     g.next_id += 1;
     let access = format!("8A:{CONTEXT}.{}", g.next_id);
     g.tokens.insert(access.clone());
-    Json(json!({"token_type": "Bearer", "access_token": access, "expires_in": 3600})).into_response()
+    Json(json!({"token_type": "Bearer", "access_token": access, "expires_in": 3600}))
+        .into_response()
 }
 
 fn table<'a>(g: &'a mut Inner, entity: &str) -> Option<&'a mut BTreeMap<i64, Value>> {
@@ -283,7 +305,11 @@ fn table<'a>(g: &'a mut Inner, entity: &str) -> Option<&'a mut BTreeMap<i64, Val
 }
 
 fn id_key(entity: &str) -> &'static str {
-    if entity == "Person" { "PersonId" } else { "ContactId" }
+    if entity == "Person" {
+        "PersonId"
+    } else {
+        "ContactId"
+    }
 }
 
 /// Stores a new record: assigns the id and dates, fills the defaults SuperOffice returns.
@@ -321,16 +347,33 @@ fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
 /// Checks a write body against what SuperOffice would refuse.
 fn check_body(g: &Inner, entity: &str, body: &Value) -> Result<(), Response> {
     let Some(obj) = body.as_object() else {
-        return Err(so_error(400, "SoValidationException", "The request body must be a JSON object"));
+        return Err(so_error(
+            400,
+            "SoValidationException",
+            "The request body must be a JSON object",
+        ));
     };
-    if entity == "Contact" && obj.get("Name").and_then(Value::as_str).is_some_and(|n| n.trim().is_empty()) {
-        return Err(so_error(400, "SoValidationException", "Name: a company needs a name"));
+    if entity == "Contact"
+        && obj
+            .get("Name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.trim().is_empty())
+    {
+        return Err(so_error(
+            400,
+            "SoValidationException",
+            "Name: a company needs a name",
+        ));
     }
     if entity == "Person" {
         if let Some(c) = obj.get("Contact").filter(|c| !c.is_null()) {
             let id = c.get("ContactId").and_then(Value::as_i64).unwrap_or(0);
             if id != 0 && !g.contacts.contains_key(&id) {
-                return Err(so_error(400, "SoValidationException", &format!("Contact id {id} not found")));
+                return Err(so_error(
+                    400,
+                    "SoValidationException",
+                    &format!("Contact id {id} not found"),
+                ));
             }
         }
     }
@@ -352,7 +395,11 @@ async fn create(
     };
     let mut g = fake.lock();
     if table(&mut g, &entity).is_none() {
-        return so_error(404, "SoNotFoundException", &format!("Unknown entity {entity}"));
+        return so_error(
+            404,
+            "SoNotFoundException",
+            &format!("Unknown entity {entity}"),
+        );
     }
     if let Err(r) = check_body(&g, &entity, &body) {
         return r;
@@ -374,11 +421,19 @@ async fn read(
     }
     let mut g = fake.lock();
     let Ok(n) = id.parse::<i64>() else {
-        return so_error(400, "SoValidationException", &format!("{id:?} is not an id"));
+        return so_error(
+            400,
+            "SoValidationException",
+            &format!("{id:?} is not an id"),
+        );
     };
     match table(&mut g, &entity).and_then(|t| t.get(&n)) {
         Some(v) => Json(v.clone()).into_response(),
-        None => so_error(404, "SoNotFoundException", &format!("{entity} id {id} not found")),
+        None => so_error(
+            404,
+            "SoNotFoundException",
+            &format!("{entity} id {id} not found"),
+        ),
     }
 }
 
@@ -397,7 +452,11 @@ async fn update(
     };
     let mut g = fake.lock();
     let Ok(n) = id.parse::<i64>() else {
-        return so_error(400, "SoValidationException", &format!("{id:?} is not an id"));
+        return so_error(
+            400,
+            "SoValidationException",
+            &format!("{id:?} is not an id"),
+        );
     };
     if let Err(r) = check_body(&g, &entity, &body) {
         return r;
@@ -405,7 +464,11 @@ async fn update(
     let now = fmt_date(FakeSuperOffice::now(&g));
     let key = id_key(&entity);
     let Some(rec) = table(&mut g, &entity).and_then(|t| t.get_mut(&n)) else {
-        return so_error(404, "SoNotFoundException", &format!("{entity} id {id} not found"));
+        return so_error(
+            404,
+            "SoNotFoundException",
+            &format!("{entity} id {id} not found"),
+        );
     };
     // PUT replaces the entity; ids and system dates stay the server's.
     let created = rec.get("CreatedDate").cloned().unwrap_or(Value::Null);
@@ -434,21 +497,37 @@ async fn remove(
     let n = id.parse::<i64>().unwrap_or(-1);
     match table(&mut g, &entity).and_then(|t| t.remove(&n)) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => so_error(404, "SoNotFoundException", &format!("{entity} id {id} not found")),
+        None => so_error(
+            404,
+            "SoNotFoundException",
+            &format!("{entity} id {id} not found"),
+        ),
     }
 }
 
 /// The archive row of a record: the columns `$select` and `$filter` can name.
 fn archive_row(entity: &str, r: &Value) -> Map<String, Value> {
     let s = |k: &str| r.get(k).cloned().unwrap_or(Value::Null);
-    let first = |k: &str| r.get(k).and_then(|a| a.get(0)).and_then(|e| e.get("Value")).cloned().unwrap_or(Value::Null);
+    let first = |k: &str| {
+        r.get(k)
+            .and_then(|a| a.get(0))
+            .and_then(|e| e.get("Value"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     let pairs: Vec<(&str, Value)> = if entity == "Person" {
         vec![
             ("personId", s("PersonId")),
             ("firstName", s("Firstname")),
             ("lastName", s("Lastname")),
             ("title", s("Title")),
-            ("contactId", r.get("Contact").and_then(|c| c.get("ContactId")).cloned().unwrap_or(Value::Null)),
+            (
+                "contactId",
+                r.get("Contact")
+                    .and_then(|c| c.get("ContactId"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            ),
             ("email/emailAddress", first("Emails")),
             ("personUpdatedDate", s("UpdatedDate")),
             ("personRegisteredDate", s("CreatedDate")),
@@ -502,7 +581,11 @@ fn parse_filter(filter: &str, columns: &Map<String, Value>) -> Result<Vec<Cond>,
         out.push(match op {
             "after" | "before" => {
                 let t = parse_when(&val).ok_or_else(|| format!("{val:?} is not a date"))?;
-                if op == "after" { Cond::After(col.into(), t) } else { Cond::Before(col.into(), t) }
+                if op == "after" {
+                    Cond::After(col.into(), t)
+                } else {
+                    Cond::Before(col.into(), t)
+                }
             }
             "eq" => Cond::Eq(col.into(), val),
             other => return Err(format!("unsupported operator {other:?} in $filter")),
@@ -513,8 +596,16 @@ fn parse_filter(filter: &str, columns: &Map<String, Value>) -> Result<Vec<Cond>,
 
 fn matches(row: &Map<String, Value>, conds: &[Cond]) -> bool {
     conds.iter().all(|c| match c {
-        Cond::After(col, t) => row.get(col).and_then(Value::as_str).and_then(parse_date).is_some_and(|d| d > *t),
-        Cond::Before(col, t) => row.get(col).and_then(Value::as_str).and_then(parse_date).is_some_and(|d| d < *t),
+        Cond::After(col, t) => row
+            .get(col)
+            .and_then(Value::as_str)
+            .and_then(parse_date)
+            .is_some_and(|d| d > *t),
+        Cond::Before(col, t) => row
+            .get(col)
+            .and_then(Value::as_str)
+            .and_then(parse_date)
+            .is_some_and(|d| d < *t),
         Cond::Eq(col, v) => match row.get(col) {
             Some(Value::String(s)) => s.eq_ignore_ascii_case(v),
             Some(Value::Number(n)) => n.to_string() == *v,
@@ -534,16 +625,28 @@ async fn list(
     }
     let mut g = fake.lock();
     let Some(records) = table(&mut g, &entity) else {
-        return so_error(404, "SoNotFoundException", &format!("Unknown entity {entity}"));
+        return so_error(
+            404,
+            "SoNotFoundException",
+            &format!("Unknown entity {entity}"),
+        );
     };
     let sample = archive_row(&entity, &json!({}));
-    let conds = match q.get("$filter").map(|f| parse_filter(f, &sample)).transpose() {
+    let conds = match q
+        .get("$filter")
+        .map(|f| parse_filter(f, &sample))
+        .transpose()
+    {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => return so_error(400, "SoODataException", &e),
     };
     let num = |k: &str, d: usize| q.get(k).map(|v| v.parse::<usize>()).unwrap_or(Ok(d));
     let (Ok(top), Ok(skip)) = (num("$top", usize::MAX), num("$skip", 0)) else {
-        return so_error(400, "SoODataException", "$top and $skip must be whole numbers");
+        return so_error(
+            400,
+            "SoODataException",
+            "$top and $skip must be whole numbers",
+        );
     };
     let mut rows: Vec<Map<String, Value>> = records
         .values()
@@ -556,17 +659,29 @@ async fn list(
             None => (order.clone(), false),
         };
         if !sample.contains_key(&col) {
-            return so_error(400, "SoODataException", &format!("unknown column {col:?} in $orderBy"));
+            return so_error(
+                400,
+                "SoODataException",
+                &format!("unknown column {col:?} in $orderBy"),
+            );
         }
         rows.sort_by(|a, b| {
-            let key = |r: &Map<String, Value>| r.get(&col).map(|v| v.to_string()).unwrap_or_default();
+            let key =
+                |r: &Map<String, Value>| r.get(&col).map(|v| v.to_string()).unwrap_or_default();
             let (ka, kb) = (key(a), key(b));
             // Numbers compare by value; dates and text by their text (ISO dates sort right).
-            let ord = match (a.get(&col).and_then(Value::as_i64), b.get(&col).and_then(Value::as_i64)) {
+            let ord = match (
+                a.get(&col).and_then(Value::as_i64),
+                b.get(&col).and_then(Value::as_i64),
+            ) {
                 (Some(x), Some(y)) => x.cmp(&y),
                 _ => ka.cmp(&kb),
             };
-            if desc { ord.reverse() } else { ord }
+            if desc {
+                ord.reverse()
+            } else {
+                ord
+            }
         });
     }
     let total = rows.len();
@@ -587,7 +702,10 @@ async fn list(
         "value": page,
     });
     if top != usize::MAX && skip + top < total {
-        body["odata.nextLink"] = json!(format!("/{ctx}/api/v1/{entity}?$skip={}&$top={top}", skip + top));
+        body["odata.nextLink"] = json!(format!(
+            "/{ctx}/api/v1/{entity}?$skip={}&$top={top}",
+            skip + top
+        ));
     }
     Json(body).into_response()
 }
@@ -611,9 +729,18 @@ impl Sandbox for FakeSandbox {
 
 impl SandboxApp for FakeSuperOffice {
     fn seed_demo(&self) {
-        let nordic = self.add_contact("Nordic Freight AS", "NO912345678", "https://nordicfreight.example");
+        let nordic = self.add_contact(
+            "Nordic Freight AS",
+            "NO912345678",
+            "https://nordicfreight.example",
+        );
         let fjord = self.add_contact("Fjord Analytics", "NO998877665", "");
-        self.add_person("Ingrid", "Solberg", "ingrid@nordicfreight.example", Some(nordic));
+        self.add_person(
+            "Ingrid",
+            "Solberg",
+            "ingrid@nordicfreight.example",
+            Some(nordic),
+        );
         self.add_person("Lars", "Hagen", "lars@nordicfreight.example", Some(nordic));
         self.add_person("Maja", "Berg", "maja@fjord.example", Some(fjord));
     }
@@ -622,7 +749,10 @@ impl SandboxApp for FakeSuperOffice {
         let first = self.lock().contacts.keys().next().copied();
         match first {
             Some(id) => {
-                let old = self.contact(id).and_then(|c| c.get("Name").and_then(Value::as_str).map(str::to_string)).unwrap_or_default();
+                let old = self
+                    .contact(id)
+                    .and_then(|c| c.get("Name").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_default();
                 let new = format!("{old} Group");
                 self.edit("Contact", id, json!({"Name": new}));
                 format!("renamed SuperOffice Contact {id} from {old:?} to {new:?}")
@@ -636,7 +766,13 @@ impl SandboxApp for FakeSuperOffice {
         let mut out: Vec<String> = g
             .contacts
             .values()
-            .map(|c| format!("Contact {} {:?}", c["ContactId"], c["Name"].as_str().unwrap_or("")))
+            .map(|c| {
+                format!(
+                    "Contact {} {:?}",
+                    c["ContactId"],
+                    c["Name"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         out.extend(g.persons.values().map(|p| {
             format!(
@@ -644,7 +780,10 @@ impl SandboxApp for FakeSuperOffice {
                 p["PersonId"],
                 p["Firstname"].as_str().unwrap_or(""),
                 p["Lastname"].as_str().unwrap_or(""),
-                p.get("Contact").and_then(|c| c.get("ContactId")).map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+                p.get("Contact")
+                    .and_then(|c| c.get("ContactId"))
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into())
             )
         }));
         out

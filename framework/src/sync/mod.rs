@@ -240,7 +240,9 @@ impl Engine {
         let selected: Vec<_> = p
             .entities
             .iter()
-            .filter(|(d, _, _)| opts.entities.is_empty() || opts.entities.iter().any(|e| e == d.name))
+            .filter(|(d, _, _)| {
+                opts.entities.is_empty() || opts.entities.iter().any(|e| e == d.name)
+            })
             .collect();
         if !opts.dry_run
             && !self.store.acquire_lease(

@@ -136,7 +136,10 @@ impl EntitySync<'_> {
                         tracing::warn!(entity = ext_entity, "record without an id skipped");
                     }
                 },
-                Fetched::Bad { id: Some(id), error } => bad.push((id, error)),
+                Fetched::Bad {
+                    id: Some(id),
+                    error,
+                } => bad.push((id, error)),
                 Fetched::Bad { id: None, error } => {
                     self.counts.errors += 1;
                     tracing::warn!(entity = ext_entity, %error, "unreadable record");
@@ -153,16 +156,17 @@ impl EntitySync<'_> {
             .collect();
         let mut refs = PageRefs::load(&mut c, cid, wanted, true)?;
         let linked: Vec<String> = maps.values().filter_map(|m| m.hub_id.clone()).collect();
-        let hubs: HashMap<String, HubRecord> =
-            Store::hub_get_many(&mut c, self.p.org_id, &linked)?
-                .into_iter()
-                .map(|h| (h.uid.clone(), h))
-                .collect();
+        let hubs: HashMap<String, HubRecord> = Store::hub_get_many(&mut c, self.p.org_id, &linked)?
+            .into_iter()
+            .map(|h| (h.uid.clone(), h))
+            .collect();
 
         let mut out_maps: Vec<IdMap> = Vec::new();
         for (id, error) in bad {
             self.counts.errors += 1;
-            let mut m = maps.remove(&id).unwrap_or_else(|| self.new_map_for_external(&id));
+            let mut m = maps
+                .remove(&id)
+                .unwrap_or_else(|| self.new_map_for_external(&id));
             fail(&mut m, retry::HUB, error);
             out_maps.push(m);
         }
@@ -171,7 +175,9 @@ impl EntitySync<'_> {
         let mut mapped = Vec::new();
         let mut page_newest: Option<DateTime<Utc>> = None;
         for (id, r) in good {
-            let mut m = maps.remove(&id).unwrap_or_else(|| self.new_map_for_external(&id));
+            let mut m = maps
+                .remove(&id)
+                .unwrap_or_else(|| self.new_map_for_external(&id));
             m.name = self.client.display_name(self.def, &r).or(m.name);
             let updated = self.client.updated_at(self.def, &r);
             page_newest = page_newest.max(updated);
@@ -217,7 +223,10 @@ impl EntitySync<'_> {
             cid,
             hub_entity,
             ext_entity,
-            &candidates.values().map(|h| h.uid.clone()).collect::<Vec<_>>(),
+            &candidates
+                .values()
+                .map(|h| h.uid.clone())
+                .collect::<Vec<_>>(),
         )?;
 
         let mut writes: Vec<HubWrite> = Vec::new();
@@ -267,7 +276,11 @@ impl EntitySync<'_> {
                         };
                         self.note(format!(
                             "conflict on {label}: {} wins",
-                            if external_wins { "the application" } else { "the hub" }
+                            if external_wins {
+                                "the application"
+                            } else {
+                                "the hub"
+                            }
                         ));
                         if !external_wins {
                             // The push half sends the hub's version out.

@@ -183,7 +183,10 @@ impl EntitySync<'_> {
                     }
                 };
                 let name = w.map.name.clone().unwrap_or_default();
-                self.note(format!("{}: {what} {ext_entity} from {hub_entity} {name}", self.p.config.name));
+                self.note(format!(
+                    "{}: {what} {ext_entity} from {hub_entity} {name}",
+                    self.p.config.name
+                ));
             }
             return Ok(());
         }
@@ -216,7 +219,11 @@ impl EntitySync<'_> {
                 Ok((stored, created)) => {
                     let Some(ext_id) = self.client.record_id(self.def, &stored) else {
                         self.counts.errors += 1;
-                        fail(&mut w.map, retry::EXTERNAL, "the application returned a record without an id".into());
+                        fail(
+                            &mut w.map,
+                            retry::EXTERNAL,
+                            "the application returned a record without an id".into(),
+                        );
                         done.push(w.map);
                         continue;
                     };
@@ -312,6 +319,10 @@ fn display(data: &Value) -> Option<String> {
     let last = data.get("last_name").and_then(Value::as_str);
     match (first, last) {
         (None, None) => None,
-        (f, l) => Some(format!("{} {}", f.unwrap_or(""), l.unwrap_or("")).trim().to_string()),
+        (f, l) => Some(
+            format!("{} {}", f.unwrap_or(""), l.unwrap_or(""))
+                .trim()
+                .to_string(),
+        ),
     }
 }
