@@ -208,6 +208,7 @@ fn sync_against_the_sandbox_with_the_shipped_config() {
         ],
     );
     let _ = sandbox.kill();
+    let _ = sandbox.wait();
     assert!(
         o.status.success(),
         "{}\n{}",

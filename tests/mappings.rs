@@ -55,7 +55,7 @@ proptest! {
             let fields = m.invertible_hub_fields();
             let mut h = json!({});
             for (i, (path, reference)) in fields.iter().enumerate() {
-                let kind = hub.field(&m.hub_entity, &[path.clone()]).map(|f| f.kind);
+                let kind = hub.field(&m.hub_entity, std::slice::from_ref(path)).map(|f| f.kind);
                 let v = match (reference, kind) {
                     (Some(_), _) => Value::String(format!("h{n}")),
                     (_, Some(FieldType::Integer)) => json!(n),

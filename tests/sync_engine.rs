@@ -166,47 +166,22 @@ async fn conflict_case(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conflicts_are_settled_by_the_entity_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    for url in backends(dir.path()) {
-        let app_wins = ("From app".to_string(), "From app".to_string());
-        let hub_wins = ("From hub".to_string(), "From hub".to_string());
-        // newest wins: the application changed last
-        assert_eq!(
-            conflict_case(&url, ConflictPolicy::Newest, 0, 10).await,
-            app_wins
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for url in backends(dir.path()) {
-        let hub_wins = ("From hub".to_string(), "From hub".to_string());
-        // newest wins: the hub changed last
-        assert_eq!(
-            conflict_case(&url, ConflictPolicy::Newest, 10, 0).await,
-            hub_wins
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for url in backends(dir.path()) {
-        let app_wins = ("From app".to_string(), "From app".to_string());
-        // a tie goes to the external side
-        assert_eq!(
-            conflict_case(&url, ConflictPolicy::Newest, 5, 5).await,
-            app_wins
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for url in backends(dir.path()) {
-        let hub_wins = ("From hub".to_string(), "From hub".to_string());
-        let app_wins = ("From app".to_string(), "From app".to_string());
-        // preemption overrides the clocks
-        assert_eq!(
-            conflict_case(&url, ConflictPolicy::Hub, 0, 10).await,
-            hub_wins
-        );
-        assert_eq!(
-            conflict_case(&url, ConflictPolicy::External, 10, 0).await,
-            app_wins
-        );
+    let app = ("From app".to_string(), "From app".to_string());
+    let hub = ("From hub".to_string(), "From hub".to_string());
+    // (policy, hub change offset, app change offset, expected (hub, app) names)
+    let cases = [
+        (ConflictPolicy::Newest, 0, 10, &app), // the application changed last
+        (ConflictPolicy::Newest, 10, 0, &hub), // the hub changed last
+        (ConflictPolicy::Newest, 5, 5, &app),  // a tie goes to the external side
+        (ConflictPolicy::Hub, 0, 10, &hub),    // preemption overrides the clocks
+        (ConflictPolicy::External, 10, 0, &app),
+    ];
+    for (policy, hub_at, app_at, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        for url in backends(dir.path()) {
+            let got = conflict_case(&url, policy, hub_at, app_at).await;
+            assert_eq!(&got, expected, "{policy:?} hub+{hub_at}s app+{app_at}s");
+        }
     }
 }
 

@@ -233,7 +233,7 @@ async fn gate(
     headers: &HeaderMap,
     kind: &str,
     target: Target,
-) -> Result<Option<Failure>, Response> {
+) -> Result<Option<Failure>, Box<Response>> {
     let failure = {
         let mut g = fake.lock();
         *g.calls.entry(kind.to_string()).or_default() += 1;
@@ -243,11 +243,11 @@ async fn gate(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !g.tokens.contains(token) {
-            return Err(so_error(
+            return Err(Box::new(so_error(
                 401,
                 "SoAuthenticationException",
                 "Invalid or expired access token",
-            ));
+            )));
         }
         let pos = g
             .failures
@@ -256,7 +256,7 @@ async fn gate(
         pos.and_then(|i| g.failures.remove(i)).map(|(_, f)| f)
     };
     match failure {
-        Some(Failure::Status(s)) => Err(so_error(s, "SoException", "Injected failure")),
+        Some(Failure::Status(s)) => Err(Box::new(so_error(s, "SoException", "Injected failure"))),
         Some(Failure::Delay(d)) => {
             tokio::time::sleep(d).await;
             Ok(None)
@@ -345,13 +345,9 @@ fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
 }
 
 /// Checks a write body against what SuperOffice would refuse.
-fn check_body(g: &Inner, entity: &str, body: &Value) -> Result<(), Response> {
+fn check_body(g: &Inner, entity: &str, body: &Value) -> Result<(), String> {
     let Some(obj) = body.as_object() else {
-        return Err(so_error(
-            400,
-            "SoValidationException",
-            "The request body must be a JSON object",
-        ));
+        return Err("The request body must be a JSON object".into());
     };
     if entity == "Contact"
         && obj
@@ -359,21 +355,13 @@ fn check_body(g: &Inner, entity: &str, body: &Value) -> Result<(), Response> {
             .and_then(Value::as_str)
             .is_some_and(|n| n.trim().is_empty())
     {
-        return Err(so_error(
-            400,
-            "SoValidationException",
-            "Name: a company needs a name",
-        ));
+        return Err("Name: a company needs a name".into());
     }
     if entity == "Person" {
         if let Some(c) = obj.get("Contact").filter(|c| !c.is_null()) {
             let id = c.get("ContactId").and_then(Value::as_i64).unwrap_or(0);
             if id != 0 && !g.contacts.contains_key(&id) {
-                return Err(so_error(
-                    400,
-                    "SoValidationException",
-                    &format!("Contact id {id} not found"),
-                ));
+                return Err(format!("Contact id {id} not found"));
             }
         }
     }
@@ -388,7 +376,7 @@ async fn create(
 ) -> Response {
     let failure = match gate(&fake, &headers, "create", Target::Create).await {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(Json(body)) = body else {
         return so_error(400, "SoValidationException", "A body is required");
@@ -401,8 +389,8 @@ async fn create(
             &format!("Unknown entity {entity}"),
         );
     }
-    if let Err(r) = check_body(&g, &entity, &body) {
-        return r;
+    if let Err(msg) = check_body(&g, &entity, &body) {
+        return so_error(400, "SoValidationException", &msg);
     }
     let (_, rec) = store(&mut g, &entity, body);
     if let Some(Failure::AfterCommit) = failure {
@@ -417,7 +405,7 @@ async fn read(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = gate(&fake, &headers, "get", Target::Any).await {
-        return r;
+        return *r;
     }
     let mut g = fake.lock();
     let Ok(n) = id.parse::<i64>() else {
@@ -445,7 +433,7 @@ async fn update(
 ) -> Response {
     let failure = match gate(&fake, &headers, "update", Target::Update).await {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(Json(body)) = body else {
         return so_error(400, "SoValidationException", "A body is required");
@@ -458,8 +446,8 @@ async fn update(
             &format!("{id:?} is not an id"),
         );
     };
-    if let Err(r) = check_body(&g, &entity, &body) {
-        return r;
+    if let Err(msg) = check_body(&g, &entity, &body) {
+        return so_error(400, "SoValidationException", &msg);
     }
     let now = fmt_date(FakeSuperOffice::now(&g));
     let key = id_key(&entity);
@@ -491,7 +479,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = gate(&fake, &headers, "delete", Target::Any).await {
-        return r;
+        return *r;
     }
     let mut g = fake.lock();
     let n = id.parse::<i64>().unwrap_or(-1);
@@ -621,7 +609,7 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = gate(&fake, &headers, "list", Target::List).await {
-        return r;
+        return *r;
     }
     let mut g = fake.lock();
     let Some(records) = table(&mut g, &entity) else {
