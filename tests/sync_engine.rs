@@ -432,3 +432,78 @@ async fn rate_limits_and_expired_tokens_are_handled() {
             .any(|c| c["Name"] == "After Refresh AS"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_failing_entity_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let e = env(&url, Opts::default()).await;
+        e.fake.add_contact("Still Synced AS", "", "");
+        e.fake.add_person("Never", "Listed", "", None);
+        // The person list fails on every attempt (the harness allows one retry).
+        let r = e
+            .sync_with(SyncOptions {
+                entities: vec!["organization".into()],
+                ..Default::default()
+            })
+            .await;
+        assert!(!r.has_errors());
+        e.fake
+            .fail_next(Target::ListOf("Person"), Failure::Status(500));
+        e.fake
+            .fail_next(Target::ListOf("Person"), Failure::Status(500));
+        e.put("Organization", None, json!({"name": "Pushed Anyway AS"}));
+        let r = e.sync().await;
+        assert_eq!(r.status, "partial", "{r:?}");
+        let failed: Vec<_> = r.entities.iter().filter(|x| x.error.is_some()).collect();
+        assert_eq!(failed.len(), 1, "{r:?}");
+        assert!(e
+            .fake
+            .contacts()
+            .iter()
+            .any(|c| c["Name"] == "Pushed Anyway AS"));
+        let run = e
+            .engine
+            .store
+            .runs_of(e.prepared.connection_id, 1)
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(run.status, "partial");
+        assert!(run.message.unwrap().contains("HTTP 500"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_of_one_connection_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let e = env(&url, Opts::default()).await;
+        let cid = e.prepared.connection_id;
+        assert!(e
+            .engine
+            .store
+            .acquire_lease(cid, "other-worker", 60)
+            .unwrap());
+        let err = e
+            .engine
+            .run(&e.prepared, &SyncOptions::default(), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already being synced"), "{err}");
+        assert_eq!(e.fake.calls("list"), 0);
+        // A crashed holder's lease expires and the next run proceeds.
+        assert!(e
+            .engine
+            .store
+            .acquire_lease(cid, "other-worker", -1)
+            .unwrap());
+        assert!(!e.sync().await.has_errors());
+        // The run released its lease.
+        assert!(e
+            .engine
+            .store
+            .acquire_lease(cid, "third-worker", 60)
+            .unwrap());
+    }
+}

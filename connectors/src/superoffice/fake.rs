@@ -43,6 +43,8 @@ pub enum Target {
     Create,
     Update,
     List,
+    /// List requests of one entity (`Contact` or `Person`).
+    ListOf(&'static str),
 }
 
 #[derive(Default)]
@@ -249,10 +251,11 @@ async fn gate(
                 "Invalid or expired access token",
             )));
         }
-        let pos = g
-            .failures
-            .iter()
-            .position(|(t, _)| *t == Target::Any || *t == target);
+        let pos = g.failures.iter().position(|(t, _)| match (*t, target) {
+            (Target::Any, _) => true,
+            (Target::List, Target::ListOf(_)) => true,
+            (a, b) => a == b,
+        });
         pos.and_then(|i| g.failures.remove(i)).map(|(_, f)| f)
     };
     match failure {
@@ -608,7 +611,11 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = gate(&fake, &headers, "list", Target::List).await {
+    let target = match entity.as_str() {
+        "Person" => Target::ListOf("Person"),
+        _ => Target::ListOf("Contact"),
+    };
+    if let Err(r) = gate(&fake, &headers, "list", target).await {
         return *r;
     }
     let mut g = fake.lock();
