@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ferry_framework::connector::registry;
 use ferry_framework::hub::{FieldType, HubModel};
-use ferry_framework::mapping::{Mapping, MappingTarget, RefResolver};
+use ferry_framework::mapping::{Mapping, RefResolver};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -28,17 +28,9 @@ fn shipped() -> Vec<(String, Mapping)> {
     let mut out = Vec::new();
     for c in registry() {
         for e in c.entities() {
-            let file = repo
-                .join("mappers")
-                .join(c.name())
-                .join(format!("{}.yml", e.mapping));
-            let target = MappingTarget {
-                hub_entity: e.hub_entity,
-                external_entity: e.external_entity,
-                external_fields: e.external_fields,
-            };
-            let m = Mapping::load(&file, &hub, &target, &BTreeMap::new()).unwrap();
-            out.push((file.display().to_string(), m));
+            let m = Mapping::load_for(&repo.join("mappers"), c.name(), &e, &hub, &BTreeMap::new())
+                .unwrap();
+            out.push((m.file.display().to_string(), m));
         }
     }
     assert!(!out.is_empty());
@@ -99,19 +91,8 @@ fn the_industry_parameter_picks_the_user_defined_field() {
         .into_iter()
         .find(|e| e.name == "organization")
         .unwrap();
-    let target = MappingTarget {
-        hub_entity: e.hub_entity,
-        external_entity: e.external_entity,
-        external_fields: e.external_fields,
-    };
     let params = BTreeMap::from([("industry_field".to_string(), "SuperOffice:7".to_string())]);
-    let m = Mapping::load(
-        &repo.join("mappers/superoffice/contact.yml"),
-        &hub,
-        &target,
-        &params,
-    )
-    .unwrap();
+    let m = Mapping::load_for(&repo.join("mappers"), c.name(), &e, &hub, &params).unwrap();
     let ext = m
         .to_external(&json!({"name": "X", "industry": "Shipping"}), &Ids)
         .unwrap();

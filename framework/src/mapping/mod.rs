@@ -71,6 +71,24 @@ impl Mapping {
         Self::parse(file, &text, hub, target, params)
     }
 
+    /// Loads the mapping a connector's entity names: `<mappers>/<connector>/<mapping>.yml`,
+    /// checked against that entity's declared fields.
+    pub fn load_for(
+        mappers: &FsPath,
+        connector: &str,
+        def: &crate::entity::EntityDef,
+        hub: &HubModel,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Mapping> {
+        let file = mappers.join(connector).join(format!("{}.yml", def.mapping));
+        let target = MappingTarget {
+            hub_entity: def.hub_entity,
+            external_entity: def.external_entity,
+            external_fields: def.external_fields,
+        };
+        Self::load(&file, hub, &target, params)
+    }
+
     /// Like [`Mapping::load`] for text already in memory (`file` is used in messages).
     pub fn parse(
         file: &FsPath,

@@ -18,7 +18,7 @@ use crate::entity::{EntityDef, ExternalClient};
 use crate::http::{ApiStats, TokenStore};
 use crate::hub::HubModel;
 use crate::input_error;
-use crate::mapping::{Mapping, MappingTarget};
+use crate::mapping::Mapping;
 use crate::secrets::Cipher;
 use crate::store::Store;
 
@@ -168,17 +168,14 @@ impl Engine {
             let Some(sel) = conn.entities.get(def.name) else {
                 continue;
             };
-            let path = self
-                .settings
-                .resolve(&self.settings.paths.mappers)
-                .join(connector.name())
-                .join(format!("{}.yml", def.mapping));
-            let target = MappingTarget {
-                hub_entity: def.hub_entity,
-                external_entity: def.external_entity,
-                external_fields: def.external_fields,
-            };
-            let mapping = Mapping::load(&path, &self.hub, &target, &conn.parameters)?;
+            let mappers = self.settings.resolve(&self.settings.paths.mappers);
+            let mapping = Mapping::load_for(
+                &mappers,
+                connector.name(),
+                &def,
+                &self.hub,
+                &conn.parameters,
+            )?;
             declared.extend(mapping.params.iter().cloned());
             entities.push((def, sel.clone(), mapping));
         }
