@@ -57,6 +57,7 @@ pub fn connectors() -> Result<ExitCode> {
 
 pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
     let store = open(settings)?;
+    // (org, connection, connector, last run, its per-entity reports)
     let mut rows = Vec::new();
     for org in store.orgs()? {
         for conn in store.connections_of(org.id)? {
@@ -65,23 +66,29 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
                 .as_ref()
                 .and_then(|r| serde_json::from_str(&r.counts).ok())
                 .unwrap_or_default();
-            rows.push(json!({
-                "organization": org.slug,
-                "connection": conn.name,
-                "connector": conn.connector,
-                "last_run": last.as_ref().map(|r| json!({
-                    "id": r.id,
-                    "status": r.status,
-                    "started_at": r.started_at.and_utc().to_rfc3339(),
-                    "finished_at": r.finished_at.map(|t| t.and_utc().to_rfc3339()),
-                    "message": r.message,
-                })),
-                "entities": entities,
-            }));
+            rows.push((org.slug.clone(), conn.name, conn.connector, last, entities));
         }
     }
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(org, conn, connector, last, entities)| {
+                json!({
+                    "organization": org,
+                    "connection": conn,
+                    "connector": connector,
+                    "last_run": last.as_ref().map(|r| json!({
+                        "id": r.id,
+                        "status": r.status,
+                        "started_at": r.started_at.and_utc().to_rfc3339(),
+                        "finished_at": r.finished_at.map(|t| t.and_utc().to_rfc3339()),
+                        "message": r.message,
+                    })),
+                    "entities": entities,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(vec![
@@ -96,26 +103,18 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
         "conflicts",
         "errors",
     ]);
-    for r in &rows {
-        let run = &r["last_run"];
-        let when = run["started_at"].as_str().unwrap_or("never").to_string();
-        let status = run["status"].as_str().unwrap_or("-").to_string();
-        let ents: Vec<EntityReport> =
-            serde_json::from_value(r["entities"].clone()).unwrap_or_default();
-        if ents.is_empty() {
-            t.add_row(vec![
-                r["organization"].as_str().unwrap_or("").into(),
-                r["connection"].as_str().unwrap_or("").into(),
-                when.clone(),
-                status.clone(),
-            ]);
+    for (org, conn, _, last, entities) in rows {
+        let when = last
+            .as_ref()
+            .map_or("never".to_string(), |r| r.started_at.and_utc().to_rfc3339());
+        let status = last.as_ref().map_or("-".to_string(), |r| r.status.clone());
+        let head = vec![org, conn, when, status];
+        if entities.is_empty() {
+            t.add_row(head.clone());
         }
-        for e in ents {
-            t.add_row(vec![
-                r["organization"].as_str().unwrap_or("").to_string(),
-                r["connection"].as_str().unwrap_or("").to_string(),
-                when.clone(),
-                status.clone(),
+        for e in entities {
+            let mut row = head.clone();
+            row.extend([
                 e.entity.clone(),
                 e.counts.fetched.to_string(),
                 e.counts.writes().to_string(),
@@ -126,6 +125,7 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
                     None => e.counts.errors.to_string(),
                 },
             ]);
+            t.add_row(row);
         }
     }
     println!("{t}");

@@ -209,25 +209,18 @@ impl EntitySync<'_> {
         let mut candidates: HashMap<String, HubRecord> = HashMap::new();
         let found = Store::hub_by_match_keys(&mut c, self.p.org_id, hub_entity, &keys)?;
         let found_ids: Vec<String> = found.iter().map(|(_, h)| h.uid.clone()).collect();
-        let mut taken = Store::idmaps_by_hub(&mut c, cid, hub_entity, ext_entity, &found_ids)?;
         // A hub record whose create was interrupted is still free: the record that create
-        // left in the application is adopted here instead of becoming a second hub record.
-        taken.retain(|_, m| m.state != state::PENDING_CREATE || m.external_id.is_some());
+        // left in the application is adopted (with that pending id map) instead of becoming
+        // a second hub record.
+        let (mut pending, taken): (HashMap<String, IdMap>, HashMap<String, IdMap>) =
+            Store::idmaps_by_hub(&mut c, cid, hub_entity, ext_entity, &found_ids)?
+                .into_iter()
+                .partition(|(_, m)| m.state == state::PENDING_CREATE && m.external_id.is_none());
         for (k, h) in found {
             if !taken.contains_key(&h.uid) {
                 candidates.entry(k).or_insert(h);
             }
         }
-        let mut pending = Store::idmaps_by_hub(
-            &mut c,
-            cid,
-            hub_entity,
-            ext_entity,
-            &candidates
-                .values()
-                .map(|h| h.uid.clone())
-                .collect::<Vec<_>>(),
-        )?;
 
         let mut writes: Vec<HubWrite> = Vec::new();
         let mut claimed: HashSet<String> = HashSet::new();
