@@ -27,10 +27,13 @@ fn shipped() -> Vec<(String, Mapping)> {
     let hub = HubModel::load(&repo.join("config/hub.yml")).unwrap();
     let mut out = Vec::new();
     for c in registry() {
-        for e in c.entities() {
-            let m = Mapping::load_for(&repo.join("mappers"), c.name(), &e, &hub, &BTreeMap::new())
-                .unwrap();
-            out.push((m.file.display().to_string(), m));
+        for entity in c.entities() {
+            for e in entity.parts() {
+                let m =
+                    Mapping::load_for(&repo.join("mappers"), c.name(), e, &hub, &BTreeMap::new())
+                        .unwrap();
+                out.push((m.file.display().to_string(), m));
+            }
         }
     }
     assert!(!out.is_empty());
@@ -89,10 +92,11 @@ fn the_industry_parameter_picks_the_user_defined_field() {
     let e = c
         .entities()
         .into_iter()
-        .find(|e| e.name == "organization")
+        .find(|e| e.name() == "organization")
         .unwrap();
+    let e = &e.parts()[0];
     let params = BTreeMap::from([("industry_field".to_string(), "SuperOffice:7".to_string())]);
-    let m = Mapping::load_for(&repo.join("mappers"), c.name(), &e, &hub, &params).unwrap();
+    let m = Mapping::load_for(&repo.join("mappers"), c.name(), e, &hub, &params).unwrap();
     let ext = m
         .to_external(&json!({"name": "X", "industry": "Shipping"}), &Ids)
         .unwrap();

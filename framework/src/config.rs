@@ -264,6 +264,9 @@ pub struct ConnectionConfig {
     /// Entities to sync, by the connector's entity name.
     #[serde(default)]
     pub entities: BTreeMap<String, EntitySelection>,
+    /// Overrides of the connector's default call limits for this account.
+    #[serde(default)]
+    pub rate_limit: Option<crate::rate::RateLimits>,
 }
 
 /// Where a secret comes from. Only environment variables: secrets never live in files.

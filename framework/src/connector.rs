@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::entity::{EntityDef, ExternalClient};
+use crate::entity::{Entity, ExternalClient};
 use crate::http::{ApiStats, TokenStore};
+use crate::rate::{RateBudget, RateLimits};
 use crate::sandbox::Sandbox;
 
 /// Everything a connector needs to talk to one account of its application.
@@ -22,6 +23,8 @@ pub struct ConnectionContext {
     pub tokens: TokenStore,
     pub http: reqwest::Client,
     pub stats: Arc<ApiStats>,
+    /// The connection's call budget, shared by every job of it in this process.
+    pub budget: Arc<RateBudget>,
     pub max_retries: u32,
 }
 
@@ -39,7 +42,7 @@ pub trait Connector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
     /// The entities list, in sync order (referenced entities first).
-    fn entities(&self) -> Vec<EntityDef>;
+    fn entities(&self) -> Vec<Entity>;
     /// Checks the connection's settings and secrets without calling the application, so
     /// config mistakes are reported before a run starts.
     fn check_settings(
@@ -47,6 +50,10 @@ pub trait Connector: Send + Sync + 'static {
         settings: &serde_json::Value,
         secrets: &BTreeMap<String, String>,
     ) -> Result<()>;
+    /// The application's published call limits; a connection's `rate_limit` overrides them.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::default()
+    }
     /// Builds the API client for one connection.
     fn open(&self, ctx: ConnectionContext) -> Result<Arc<dyn ExternalClient>>;
     /// A faithful fake of the application, for the demo, tests and integrators' sandboxes.

@@ -55,6 +55,57 @@ pub struct EntityDef {
     pub capabilities: Capabilities,
 }
 
+/// Splits one listed record into its sub-records, each named by the part that maps it
+/// (external → hub routing of a complex entity).
+pub type SplitFn = fn(&Value) -> Vec<(&'static str, Value)>;
+
+/// Names the part that sends a hub record out, or `None` when the record has no place in
+/// this application (hub → external routing of a complex entity).
+pub type RouteFn = fn(hub_entity: &str, data: &Value) -> Option<&'static str>;
+
+/// N hub entities to M external entities listed together, like a WorkflowMax Client that
+/// carries its Contacts: the application's list returns parent records, and each (hub,
+/// external) pair is a part with its own mapping, id maps and references.
+#[derive(Debug, Clone)]
+pub struct ComplexEntity {
+    /// The name operators select in config.
+    pub name: &'static str,
+    /// The parts in sync order (referenced first); the first one is what the list returns.
+    pub parts: Vec<EntityDef>,
+    pub split: SplitFn,
+    pub route: RouteFn,
+}
+
+/// An entry of a connector's entities list.
+#[derive(Debug, Clone)]
+pub enum Entity {
+    Simple(EntityDef),
+    Complex(ComplexEntity),
+}
+
+impl Entity {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Entity::Simple(d) => d.name,
+            Entity::Complex(c) => c.name,
+        }
+    }
+
+    /// The (hub, external) pairs this entity syncs, in order.
+    pub fn parts(&self) -> &[EntityDef] {
+        match self {
+            Entity::Simple(d) => std::slice::from_ref(d),
+            Entity::Complex(c) => &c.parts,
+        }
+    }
+}
+
+impl From<EntityDef> for Entity {
+    fn from(d: EntityDef) -> Entity {
+        Entity::Simple(d)
+    }
+}
+
 /// Where to continue listing: an opaque token the connector hands back.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {

@@ -97,10 +97,11 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
         settings: handle.settings.clone(),
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
+        rate_limit: None,
         entities: conn_def
             .entities()
             .iter()
-            .map(|e| (e.name.to_string(), EntitySelection::default()))
+            .map(|e| (e.name().to_string(), EntitySelection::default()))
             .collect(),
     };
     let org = OrgConfig {

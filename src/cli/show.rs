@@ -40,15 +40,22 @@ pub fn connectors() -> Result<ExitCode> {
         "sandbox",
     ]);
     for c in registry() {
-        for e in c.entities() {
-            t.add_row(vec![
-                c.name().to_string(),
-                e.name.to_string(),
-                e.hub_entity.to_string(),
-                e.external_entity.to_string(),
-                e.capabilities.describe(),
-                if c.sandbox().is_some() { "yes" } else { "no" }.to_string(),
-            ]);
+        for entity in c.entities() {
+            for e in entity.parts() {
+                let name = if e.name == entity.name() {
+                    e.name.to_string()
+                } else {
+                    format!("{} / {}", entity.name(), e.name)
+                };
+                t.add_row(vec![
+                    c.name().to_string(),
+                    name,
+                    e.hub_entity.to_string(),
+                    e.external_entity.to_string(),
+                    e.capabilities.describe(),
+                    if c.sandbox().is_some() { "yes" } else { "no" }.to_string(),
+                ]);
+            }
         }
     }
     println!("{t}");

@@ -76,6 +76,7 @@ pub async fn env(url: &str, opts: Opts) -> Env {
         settings: FakeSuperOffice::settings(addr),
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
+        rate_limit: None,
         entities: [
             ("organization".to_string(), sel.clone()),
             ("person".to_string(), sel),

@@ -1,18 +1,18 @@
 //! The SuperOffice REST client: OAuth refresh, error classification, OData listing and
 //! entity reads and writes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
-use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats, TokenStore, Tokens};
+use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats};
+use ferry_framework::oauth::{RefreshConfig, TokenSource};
+use ferry_framework::rate::RateBudget;
 use ferry_framework::sync::support::merge;
 use reqwest::Method;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use super::Settings;
 
@@ -21,10 +21,8 @@ pub struct SuperOfficeClient {
     http: reqwest::Client,
     settings: Settings,
     api: String,
-    secrets: BTreeMap<String, String>,
-    tokens: TokenStore,
-    /// Serializes refreshes inside this process; the store's version check covers others.
-    access: Mutex<Option<String>>,
+    tokens: TokenSource,
+    budget: Arc<RateBudget>,
     stats: Arc<ApiStats>,
     max_retries: u32,
 }
@@ -65,96 +63,23 @@ impl SuperOfficeClient {
         let settings = Settings::parse(&ctx.settings)?;
         Ok(Self {
             api: settings.api_url(),
-            http: ctx.http,
-            settings,
-            secrets: ctx.secrets,
-            tokens: ctx.tokens,
-            access: Mutex::new(None),
+            http: ctx.http.clone(),
+            tokens: TokenSource::new(
+                ctx.http.clone(),
+                RefreshConfig::from_secrets(
+                    settings.token_url(),
+                    settings.client_id.clone(),
+                    None,
+                    &ctx.secrets,
+                ),
+                ctx.tokens,
+                ctx.stats.clone(),
+            ),
+            budget: ctx.budget,
             stats: ctx.stats,
             max_retries: ctx.max_retries,
+            settings,
         })
-    }
-
-    /// A valid access token: the cached one, a stored unexpired one, or a fresh refresh.
-    async fn token(&self, force_refresh: bool) -> Result<String, ApiError> {
-        let mut cached = self.access.lock().await;
-        if !force_refresh {
-            if let Some(t) = cached.as_ref() {
-                return Ok(t.clone());
-            }
-        }
-        let store_err = |e: anyhow::Error| ApiError::Transient(format!("credential store: {e:#}"));
-        let stored = self.tokens.load().map_err(store_err)?;
-        if !force_refresh {
-            if let (Some(t), Some(exp)) = (&stored.access_token, stored.expires_at) {
-                if exp > Utc::now() + chrono::Duration::seconds(60) {
-                    *cached = Some(t.clone());
-                    return Ok(t.clone());
-                }
-            }
-        }
-        let refresh = stored
-            .refresh_token
-            .clone()
-            .or_else(|| self.secrets.get("refresh_token").cloned())
-            .ok_or_else(|| ApiError::Auth("no refresh token".into()))?;
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("client_id", self.settings.client_id.as_str()),
-            (
-                "client_secret",
-                self.secrets.get("client_secret").map_or("", String::as_str),
-            ),
-            ("refresh_token", refresh.as_str()),
-        ];
-        self.stats.record_call();
-        let resp = self
-            .http
-            .post(self.settings.token_url())
-            .header("Accept", "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(ApiError::from_transport)?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status != 200 {
-            let msg = body
-                .get("error_description")
-                .or(body.get("error"))
-                .and_then(Value::as_str)
-                .unwrap_or("token request refused")
-                .to_string();
-            return Err(match status {
-                400 | 401 | 403 => ApiError::Auth(format!("token endpoint: {msg}")),
-                s => ApiError::from_status(s, None, format!("token endpoint: {msg}")),
-            });
-        }
-        let access = body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::Malformed("token response has no access_token".into()))?
-            .to_string();
-        let expires_in = body
-            .get("expires_in")
-            .and_then(Value::as_i64)
-            .unwrap_or(3600);
-        let new = Tokens {
-            access_token: Some(access.clone()),
-            // SuperOffice keeps the refresh token; a rotated one is saved if it ever comes.
-            refresh_token: body
-                .get("refresh_token")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or(Some(refresh)),
-            expires_at: Some(Utc::now() + chrono::Duration::seconds(expires_in)),
-            version: stored.version,
-        };
-        if !self.tokens.save(&new, stored.version).map_err(store_err)? {
-            tracing::debug!("another worker refreshed first; using its token next time");
-        }
-        *cached = Some(access.clone());
-        Ok(access)
     }
 
     /// One API call with auth (one refresh on 401) and retries of transient failures.
@@ -166,9 +91,9 @@ impl SuperOfficeClient {
         body: Option<&Value>,
     ) -> Result<Option<Value>, ApiError> {
         with_retry(self.max_retries, method != Method::POST, || async {
-            let mut refreshed = false;
+            let mut rejected: Option<String> = None;
             loop {
-                let token = self.token(refreshed).await?;
+                let token = self.tokens.access_token(rejected.as_deref()).await?;
                 let mut req = self
                     .http
                     .request(method.clone(), format!("{}{path}", self.api))
@@ -181,13 +106,14 @@ impl SuperOfficeClient {
                 if let Some(b) = body {
                     req = req.json(b);
                 }
+                let _permit = self.budget.acquire().await;
                 self.stats.record_call();
                 let resp = req.send().await.map_err(ApiError::from_transport)?;
                 let status = resp.status().as_u16();
                 let wait = retry_after(resp.headers());
                 let text = resp.text().await.map_err(ApiError::from_transport)?;
-                if status == 401 && !refreshed {
-                    refreshed = true;
+                if status == 401 && rejected.is_none() {
+                    rejected = Some(token);
                     continue;
                 }
                 if status == 404 && method == Method::GET {

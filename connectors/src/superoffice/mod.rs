@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use ferry_framework::connector::{ConnectionContext, Connector};
-use ferry_framework::entity::{Capabilities, EntityDef, ExternalClient};
+use ferry_framework::entity::{Capabilities, Entity, EntityDef, ExternalClient};
 use ferry_framework::sandbox::Sandbox;
 use serde::Deserialize;
 
@@ -212,7 +212,7 @@ impl Connector for SuperOffice {
         "SuperOffice CRM (REST WebAPI v1, OAuth refresh token)"
     }
 
-    fn entities(&self) -> Vec<EntityDef> {
+    fn entities(&self) -> Vec<Entity> {
         vec![
             EntityDef {
                 name: "organization",
@@ -221,7 +221,8 @@ impl Connector for SuperOffice {
                 mapping: "contact",
                 external_fields: CONTACT_FIELDS,
                 capabilities: Capabilities::READ_WRITE,
-            },
+            }
+            .into(),
             EntityDef {
                 name: "person",
                 hub_entity: "Person",
@@ -229,7 +230,8 @@ impl Connector for SuperOffice {
                 mapping: "person",
                 external_fields: PERSON_FIELDS,
                 capabilities: Capabilities::READ_WRITE,
-            },
+            }
+            .into(),
         ]
     }
 

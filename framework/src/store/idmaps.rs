@@ -77,6 +77,31 @@ impl IdMap {
             updated_at: super::orgs::now(),
         }
     }
+
+    fn meta(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.metadata
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
+    }
+
+    fn set_meta(&mut self, key: &str, value: serde_json::Value) {
+        let mut meta = self.meta();
+        meta.insert(key.into(), value);
+        self.metadata = Some(serde_json::Value::Object(meta).to_string());
+    }
+
+    /// The external id of the parent record a sub-record of a complex entity came in.
+    pub fn parent(&self) -> Option<String> {
+        self.meta()
+            .get("parent")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+
+    pub fn set_parent(&mut self, parent: &str) {
+        self.set_meta("parent", parent.into());
+    }
 }
 
 impl Store {

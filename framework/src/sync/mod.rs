@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
 use crate::connector::{self, ConnectionContext, Connector};
-use crate::entity::{EntityDef, ExternalClient};
+use crate::entity::{Entity, EntityDef, ExternalClient, RouteFn};
 use crate::http::{ApiStats, TokenStore};
 use crate::hub::HubModel;
 use crate::input_error;
 use crate::mapping::Mapping;
+use crate::rate::RateBudget;
 use crate::secrets::Cipher;
 use crate::store::Store;
 
@@ -91,7 +92,15 @@ pub struct Prepared {
     pub config: ConnectionConfig,
     pub connector: Box<dyn Connector>,
     pub secrets: BTreeMap<String, String>,
-    pub entities: Vec<(EntityDef, EntitySelection, Mapping)>,
+    pub entities: Vec<Selected>,
+}
+
+/// One entity a connection syncs: the connector's declaration, how config selected it, and
+/// one checked mapping per part.
+pub struct Selected {
+    pub entity: Entity,
+    pub selection: EntitySelection,
+    pub mappings: Vec<Mapping>,
 }
 
 /// Progress callback: one short line per page.
@@ -152,8 +161,8 @@ impl Engine {
             .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
         let defs = connector.entities();
         for name in conn.entities.keys() {
-            if !defs.iter().any(|d| d.name == name) {
-                let known: Vec<_> = defs.iter().map(|d| d.name).collect();
+            if !defs.iter().any(|d| d.name() == name) {
+                let known: Vec<_> = defs.iter().map(|d| d.name()).collect();
                 return Err(input_error!(
                     "{file}: connection {:?}: connector {} has no entity {name:?} (it has: {})",
                     conn.name,
@@ -164,20 +173,28 @@ impl Engine {
         }
         let mut entities = Vec::new();
         let mut declared = Vec::new();
-        for def in defs {
-            let Some(sel) = conn.entities.get(def.name) else {
+        let mappers = self.settings.resolve(&self.settings.paths.mappers);
+        for entity in defs {
+            let Some(sel) = conn.entities.get(entity.name()) else {
                 continue;
             };
-            let mappers = self.settings.resolve(&self.settings.paths.mappers);
-            let mapping = Mapping::load_for(
-                &mappers,
-                connector.name(),
-                &def,
-                &self.hub,
-                &conn.parameters,
-            )?;
-            declared.extend(mapping.params.iter().cloned());
-            entities.push((def, sel.clone(), mapping));
+            let mut mappings = Vec::new();
+            for def in entity.parts() {
+                let mapping = Mapping::load_for(
+                    &mappers,
+                    connector.name(),
+                    def,
+                    &self.hub,
+                    &conn.parameters,
+                )?;
+                declared.extend(mapping.params.iter().cloned());
+                mappings.push(mapping);
+            }
+            entities.push(Selected {
+                entity,
+                selection: sel.clone(),
+                mappings,
+            });
         }
         for p in conn.parameters.keys() {
             if !declared.contains(p) {
@@ -227,7 +244,7 @@ impl Engine {
         progress: &Progress<'_>,
     ) -> Result<RunReport> {
         for e in &opts.entities {
-            if !p.entities.iter().any(|(d, _, _)| d.name == e) {
+            if !p.entities.iter().any(|s| s.entity.name() == e) {
                 return Err(input_error!(
                     "connection {:?} does not sync an entity named {e:?}",
                     p.config.name
@@ -237,8 +254,8 @@ impl Engine {
         let selected: Vec<_> = p
             .entities
             .iter()
-            .filter(|(d, _, _)| {
-                opts.entities.is_empty() || opts.entities.iter().any(|e| e == d.name)
+            .filter(|s| {
+                opts.entities.is_empty() || opts.entities.iter().any(|e| e == s.entity.name())
             })
             .collect();
         if !opts.dry_run
@@ -265,7 +282,7 @@ impl Engine {
         &self,
         p: &Prepared,
         opts: &SyncOptions,
-        selected: &[&(EntityDef, EntitySelection, Mapping)],
+        selected: &[&Selected],
         progress: &Progress<'_>,
     ) -> Result<RunReport> {
         let run_id = if opts.dry_run {
@@ -289,11 +306,16 @@ impl Engine {
             tokens: TokenStore::new(self.store.clone(), self.cipher.clone(), p.connection_id),
             http,
             stats: stats.clone(),
+            budget: RateBudget::shared(
+                p.connection_id,
+                p.connector.rate_limits().overlay(p.config.rate_limit),
+            ),
             max_retries: self.settings.sync.max_retries,
         };
         let mut reports: Vec<EntityReport> = selected
             .iter()
-            .map(|(d, _, _)| EntityReport {
+            .flat_map(|s| s.entity.parts())
+            .map(|d| EntityReport {
                 entity: d.name.to_string(),
                 counts: Counts::default(),
                 error: None,
@@ -310,38 +332,51 @@ impl Engine {
                 // External changes into the hub for every entity first, so that references
                 // and first-sync merging see the application's records before the hub's go out.
                 for half in [Half::Pull, Half::Push] {
-                    for (i, (def, sel, mapping)) in selected.iter().enumerate() {
-                        let report = &mut reports[i];
-                        if report.error.is_some() {
-                            continue;
+                    let mut rest = reports.as_mut_slice();
+                    for s in selected {
+                        let (mine, tail) = rest.split_at_mut(s.entity.parts().len());
+                        rest = tail;
+                        let route = match &s.entity {
+                            Entity::Complex(c) => Some(c.route),
+                            Entity::Simple(_) => None,
+                        };
+                        let mut jobs: Vec<EntitySync> = s
+                            .entity
+                            .parts()
+                            .iter()
+                            .zip(&s.mappings)
+                            .zip(mine.iter_mut())
+                            .filter(|(_, r)| r.error.is_none())
+                            .map(|((def, mapping), report)| EntitySync {
+                                engine: self,
+                                p,
+                                def,
+                                sel: &s.selection,
+                                mapping,
+                                route,
+                                client: client.as_ref(),
+                                opts,
+                                counts: &mut report.counts,
+                                plan: Vec::new(),
+                                progress,
+                            })
+                            .collect();
+                        let errors = match half {
+                            Half::Pull => self.pull_half(s, &mut jobs).await,
+                            Half::Push => self.push_half(&mut jobs).await,
+                        };
+                        for j in &mut jobs {
+                            plan.append(&mut j.plan);
                         }
-                        let mut job = EntitySync {
-                            engine: self,
-                            p,
-                            def,
-                            sel,
-                            mapping,
-                            client: client.as_ref(),
-                            opts,
-                            counts: &mut report.counts,
-                            plan: &mut plan,
-                            progress,
-                        };
-                        let outcome = match half {
-                            Half::Pull if sel.direction.to_hub() && def.capabilities.read => {
-                                job.pull().await
-                            }
-                            Half::Push
-                                if sel.direction.to_external()
-                                    && (def.capabilities.create || def.capabilities.update) =>
+                        drop(jobs);
+                        for (name, e) in errors {
+                            tracing::warn!(entity = name, error = %format!("{e:#}"), "entity failed");
+                            for r in mine
+                                .iter_mut()
+                                .filter(|r| name.is_none_or(|n| n == r.entity))
                             {
-                                job.push().await
+                                r.error = Some(format!("{e:#}"));
                             }
-                            _ => Ok(()),
-                        };
-                        if let Err(e) = outcome {
-                            tracing::warn!(entity = def.name, error = %format!("{e:#}"), "entity failed");
-                            report.error = Some(format!("{e:#}"));
                         }
                     }
                 }
@@ -386,6 +421,45 @@ enum Half {
     Push,
 }
 
+/// A failure of a whole part (`Some(name)`) or of every part of an entity (`None`).
+type PartErrors = Vec<(Option<&'static str>, anyhow::Error)>;
+
+impl Engine {
+    /// Reads an entity's changes into the hub: its parts are listed together.
+    async fn pull_half(&self, s: &Selected, jobs: &mut [EntitySync<'_>]) -> PartErrors {
+        let readable = s
+            .entity
+            .parts()
+            .first()
+            .is_some_and(|d| d.capabilities.read);
+        if jobs.len() != s.entity.parts().len() || !s.selection.direction.to_hub() || !readable {
+            return Vec::new();
+        }
+        let split = match &s.entity {
+            Entity::Complex(c) => Some(c.split),
+            Entity::Simple(_) => None,
+        };
+        match pull::pull_entity(s.entity.name(), split, jobs).await {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![(None, e)],
+        }
+    }
+
+    /// Sends hub changes out, part by part; a failing part leaves the others running.
+    async fn push_half(&self, jobs: &mut [EntitySync<'_>]) -> PartErrors {
+        let mut errors = Vec::new();
+        for j in jobs.iter_mut() {
+            let caps = j.def.capabilities;
+            if j.sel.direction.to_external() && (caps.create || caps.update) {
+                if let Err(e) = j.push().await {
+                    errors.push((Some(j.def.name), e));
+                }
+            }
+        }
+        errors
+    }
+}
+
 /// One entity of one run: the state both halves work with.
 pub(crate) struct EntitySync<'a> {
     engine: &'a Engine,
@@ -393,10 +467,12 @@ pub(crate) struct EntitySync<'a> {
     def: &'a EntityDef,
     sel: &'a EntitySelection,
     mapping: &'a Mapping,
+    /// Hub → external routing when this is a part of a complex entity.
+    route: Option<RouteFn>,
     client: &'a dyn ExternalClient,
     opts: &'a SyncOptions,
     counts: &'a mut Counts,
-    plan: &'a mut Vec<String>,
+    plan: Vec<String>,
     progress: &'a Progress<'a>,
 }
 

@@ -5,14 +5,14 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, Result};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, NaiveDateTime, Utc};
 use diesel::Connection;
 use serde_json::Value;
 
 use super::support::{content_hash, merge, PageRefs};
 use super::EntitySync;
 use crate::config::ConflictPolicy;
-use crate::entity::{Fetched, PageRequest};
+use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::mapping::MapError;
 use crate::store::hub::{HubRecord, HubWrite};
 use crate::store::idmaps::{retry, state, IdMap};
@@ -20,86 +20,186 @@ use crate::store::orgs::now;
 use crate::store::runs::Cursor;
 use crate::store::Store;
 
-impl EntitySync<'_> {
-    pub(crate) async fn pull(&mut self) -> Result<()> {
-        let mut cursor = {
-            let mut c = self.engine.store.conn()?;
-            Store::cursor(&mut c, self.p.connection_id, self.def.name)?
-        };
-        let first_sync = cursor.as_ref().is_none_or(|c| c.watermark.is_none());
-        let limit = self.p.org.date_filtering_limit;
-        let lookback = Duration::seconds(self.engine.settings.sync.lookback_seconds);
-        let since = match (&cursor, self.opts.full) {
-            (Some(cur), false) => cur.watermark.map(|w| w.and_utc() - lookback).max(limit),
-            _ => limit,
-        };
-        let read_started = Utc::now();
-        self.pull_retries().await?;
-        let size = self.page_size(first_sync);
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_changed(self.def, since, &PageRequest { token, size })
-                .await
-                .map_err(|e| anyhow!("listing {} records: {e}", self.def.external_entity))?;
-            let cur = cursor.get_or_insert_with(|| Cursor {
-                connection_id: self.p.connection_id,
-                entity: self.def.name.to_string(),
-                watermark: None,
-                hub_seq: 0,
-                updated_at: now(),
-            });
-            let n = page.records.len();
-            self.pull_page(page.records, Some((cur, read_started)))?;
-            (self.progress)(&format!(
-                "{}: read {n} {} records",
-                self.def.name, self.def.external_entity
-            ));
-            token = page.next;
-            if token.is_none() {
-                break;
+/// Reads one entity's changes into the hub. The list returns records of the first part;
+/// a complex entity's `split` routes each into sub-records for every part, and the parts'
+/// pages are written in part order so references to the parent resolve.
+pub(crate) async fn pull_entity(
+    name: &str,
+    split: Option<SplitFn>,
+    jobs: &mut [EntitySync<'_>],
+) -> Result<()> {
+    let Some(first) = jobs.first() else {
+        return Ok(());
+    };
+    let (engine, p, opts, client, def0) =
+        (first.engine, first.p, first.opts, first.client, first.def);
+    let mut cursor = {
+        let mut c = engine.store.conn()?;
+        Store::cursor(&mut c, p.connection_id, name)?
+    }
+    .unwrap_or_else(|| Cursor {
+        connection_id: p.connection_id,
+        entity: name.to_string(),
+        watermark: None,
+        hub_seq: 0,
+        updated_at: now(),
+    });
+    let first_sync = cursor.watermark.is_none();
+    let limit = p.org.date_filtering_limit;
+    let lookback = Duration::seconds(engine.settings.sync.lookback_seconds);
+    let since = match (cursor.watermark, opts.full) {
+        (Some(w), false) => Some(w.and_utc() - lookback).max(limit),
+        _ => limit,
+    };
+    let read_started = Utc::now();
+    pull_retries(split, jobs).await?;
+    let size = jobs[0].page_size(first_sync);
+    let mut token = None;
+    loop {
+        let page = client
+            .list_changed(def0, since, &PageRequest { token, size })
+            .await
+            .map_err(|e| anyhow!("listing {} records: {e}", def0.external_entity))?;
+        let n = page.records.len();
+        // Never past the read's start: later changes are read next time.
+        let seen = page
+            .records
+            .iter()
+            .filter_map(|f| match f {
+                Fetched::Record(r) => client.updated_at(def0, r),
+                Fetched::Bad { .. } => None,
+            })
+            .max()
+            .map(|t| t.min(read_started).naive_utc());
+        route_page(jobs, split, page.records, Some((&mut cursor, seen)))?;
+        (jobs[0].progress)(&format!(
+            "{name}: read {n} {} records",
+            def0.external_entity
+        ));
+        token = page.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    if !opts.dry_run {
+        // The whole list was read: everything changed before the read started is in.
+        cursor.watermark = cursor.watermark.max(Some(read_started.naive_utc()));
+        let mut c = engine.store.conn()?;
+        Store::save_cursor(&mut c, &cursor)?;
+    }
+    Ok(())
+}
+
+/// Hands each part its records of one page (split from the listed parents) and writes them,
+/// the checkpoint going with the last part.
+fn route_page(
+    jobs: &mut [EntitySync<'_>],
+    split: Option<SplitFn>,
+    records: Vec<Fetched>,
+    mut checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
+) -> Result<HashSet<(usize, String)>> {
+    let mut per_part: Vec<Vec<Fetched>> = jobs.iter().map(|_| Vec::new()).collect();
+    let mut parents: HashMap<String, String> = HashMap::new();
+    let mut seen = HashSet::new();
+    for f in records {
+        match (split, f) {
+            (Some(split), Fetched::Record(r)) => {
+                let parent = jobs[0].client.record_id(jobs[0].def, &r);
+                for (part, sub) in split(&r) {
+                    let Some(k) = jobs.iter().position(|j| j.def.name == part) else {
+                        continue;
+                    };
+                    if let (true, Some(parent), Some(id)) =
+                        (k > 0, &parent, jobs[k].client.record_id(jobs[k].def, &sub))
+                    {
+                        parents.insert(id, parent.clone());
+                    }
+                    per_part[k].push(Fetched::Record(sub));
+                }
+            }
+            (_, f) => per_part[0].push(f),
+        }
+    }
+    let last = jobs.len() - 1;
+    for (k, (job, recs)) in jobs.iter_mut().zip(per_part).enumerate() {
+        for f in &recs {
+            if let Fetched::Record(r) = f {
+                if let Some(id) = job.client.record_id(job.def, r) {
+                    seen.insert((k, id));
+                }
             }
         }
-        Ok(())
+        let cp = if k == last { checkpoint.take() } else { None };
+        job.pull_page(recs, &parents, cp)?;
     }
+    Ok(seen)
+}
 
-    /// Re-reads records that wait to reach the hub (deferred or failed earlier).
-    async fn pull_retries(&mut self) -> Result<()> {
+/// Re-reads records that wait to reach the hub (deferred or failed earlier). A part's
+/// sub-record is re-read through its parent, the only way the list gives it out.
+async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Result<()> {
+    let (engine, cid, dry_run) = (
+        jobs[0].engine,
+        jobs[0].p.connection_id,
+        jobs[0].opts.dry_run,
+    );
+    let page_size = engine.settings.sync.page_size;
+    for k in 0..jobs.len() {
         let mut after = 0;
         loop {
             let batch = {
-                let mut c = self.engine.store.conn()?;
+                let mut c = engine.store.conn()?;
                 Store::idmaps_to_retry(
                     &mut c,
-                    self.p.connection_id,
-                    self.def.external_entity,
+                    cid,
+                    jobs[k].def.external_entity,
                     retry::HUB,
                     after,
-                    self.engine.settings.sync.page_size,
+                    page_size,
                 )?
             };
             let Some(last) = batch.last() else {
-                return Ok(());
+                break;
             };
             after = last.id;
+            let mut waiting: HashMap<String, Vec<IdMap>> = HashMap::new();
+            for m in batch {
+                let parent = if k == 0 {
+                    m.external_id.clone()
+                } else {
+                    m.parent()
+                };
+                if let Some(pid) = parent {
+                    waiting.entry(pid).or_default().push(m);
+                }
+            }
             let mut records = Vec::new();
             let mut gone = Vec::new();
-            for m in batch {
-                let Some(id) = m.external_id.clone() else {
-                    continue;
-                };
-                match self.client.get(self.def, &id).await {
-                    Ok(Some(r)) => records.push(Fetched::Record(r)),
-                    Ok(None) | Err(crate::http::ApiError::NotFound(_)) => gone.push(m),
+            let mut asked = Vec::new();
+            for (pid, maps) in waiting {
+                match jobs[0].client.get(jobs[0].def, &pid).await {
+                    Ok(Some(r)) => {
+                        records.push(Fetched::Record(r));
+                        asked.extend(maps);
+                    }
+                    Ok(None) | Err(crate::http::ApiError::NotFound(_)) => gone.extend(maps),
                     Err(e) => records.push(Fetched::Bad {
-                        id: Some(id),
+                        id: Some(pid),
                         error: e.to_string(),
                     }),
                 }
             }
-            if !gone.is_empty() && !self.opts.dry_run {
-                let mut c = self.engine.store.conn()?;
+            let seen = route_page(jobs, split, records, None)?;
+            // A sub-record its parent no longer carries is gone too.
+            gone.extend(asked.into_iter().filter(|m| {
+                k > 0
+                    && !m
+                        .external_id
+                        .as_ref()
+                        .is_some_and(|id| seen.contains(&(k, id.clone())))
+            }));
+            if !gone.is_empty() && !dry_run {
+                let mut c = engine.store.conn()?;
                 c.transaction(|c| {
                     for mut m in gone {
                         m.state = state::INACTIVE.into();
@@ -110,14 +210,17 @@ impl EntitySync<'_> {
                     Ok::<_, anyhow::Error>(())
                 })?;
             }
-            self.pull_page(records, None)?;
         }
     }
+    Ok(())
+}
 
+impl EntitySync<'_> {
     fn pull_page(
         &mut self,
         records: Vec<Fetched>,
-        checkpoint: Option<(&mut Cursor, DateTime<Utc>)>,
+        parents: &HashMap<String, String>,
+        checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
     ) -> Result<()> {
         let cid = self.p.connection_id;
         let (hub_entity, ext_entity) = (self.def.hub_entity, self.def.external_entity);
@@ -173,14 +276,19 @@ impl EntitySync<'_> {
 
         // Map everything first, so first-sync matching can look all keys up at once.
         let mut mapped = Vec::new();
-        let mut page_newest: Option<DateTime<Utc>> = None;
         for (id, r) in good {
             let mut m = maps
                 .remove(&id)
                 .unwrap_or_else(|| self.new_map_for_external(&id));
             m.name = self.client.display_name(self.def, &r).or(m.name);
+            let moved = match parents.get(&id) {
+                Some(pid) if m.parent().as_ref() != Some(pid) => {
+                    m.set_parent(pid);
+                    true
+                }
+                _ => false,
+            };
             let updated = self.client.updated_at(self.def, &r);
-            page_newest = page_newest.max(updated);
             if !m.to_hub || m.state == state::INACTIVE {
                 self.counts.skipped += 1;
                 continue;
@@ -194,7 +302,7 @@ impl EntitySync<'_> {
                 }
             }
             match self.mapping.to_hub(&r, &refs) {
-                Ok(v) => mapped.push((m, v, updated)),
+                Ok(v) => mapped.push((m, v, updated, moved)),
                 Err(e) => {
                     self.map_failed(&mut m, retry::HUB, &e);
                     out_maps.push(m);
@@ -203,8 +311,8 @@ impl EntitySync<'_> {
         }
         let keys: Vec<String> = mapped
             .iter()
-            .filter(|(m, _, _)| m.hub_id.is_none())
-            .filter_map(|(_, v, _)| self.engine.hub.match_key(hub_entity, v))
+            .filter(|(m, ..)| m.hub_id.is_none())
+            .filter_map(|(_, v, ..)| self.engine.hub.match_key(hub_entity, v))
             .collect();
         let mut candidates: HashMap<String, HubRecord> = HashMap::new();
         let found = Store::hub_by_match_keys(&mut c, self.p.org_id, hub_entity, &keys)?;
@@ -224,12 +332,12 @@ impl EntitySync<'_> {
 
         let mut writes: Vec<HubWrite> = Vec::new();
         let mut claimed: HashSet<String> = HashSet::new();
-        for (mut m, v, updated) in mapped {
+        for (mut m, v, updated, moved) in mapped {
             let hp = content_hash(&v);
             let ext_id = m.external_id.clone().unwrap_or_default();
             if m.hub_id.is_some() && m.ext_hash.as_deref() == Some(hp.as_str()) {
                 self.counts.skipped += 1;
-                if m.retry_to.is_some() || m.last_error.is_some() {
+                if m.retry_to.is_some() || m.last_error.is_some() || moved {
                     m.retry_to = None;
                     m.last_error = None;
                     out_maps.push(m);
@@ -332,9 +440,7 @@ impl EntitySync<'_> {
             for m in &out_maps {
                 Store::save_idmap(c, m)?;
             }
-            if let Some((cur, read_started)) = checkpoint {
-                // Never past the read's start: later changes are read next time.
-                let seen = page_newest.map(|t| t.min(read_started).naive_utc());
+            if let Some((cur, seen)) = checkpoint {
                 cur.watermark = cur.watermark.max(seen);
                 Store::save_cursor(c, cur)?;
             }

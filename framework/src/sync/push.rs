@@ -119,6 +119,13 @@ impl EntitySync<'_> {
                 self.counts.skipped += 1;
                 continue;
             }
+            if let Some(route) = self.route {
+                if route(hub_entity, &rec.data) != Some(self.def.name) {
+                    // A complex entity's router sends this record to another part, or the
+                    // application has no place for it.
+                    continue;
+                }
+            }
             if m.external_id.is_some() && m.hub_hash.as_deref() == Some(h.as_str()) && !waiting {
                 self.counts.skipped += 1;
                 continue;

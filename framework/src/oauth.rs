@@ -1,0 +1,183 @@
+//! OAuth2 refresh-token flows, including applications that rotate the refresh token on every
+//! refresh. Tokens live encrypted in the store; a refresh saves both new tokens with a
+//! compare-and-swap on the credential's version, so two workers refreshing at once never
+//! lose the newest refresh token: the loser adopts the winner's tokens.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::http::{ApiError, ApiStats, TokenStore, Tokens};
+
+/// Where and how to refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Sent with the refresh when the application asks for it (WorkflowMax does).
+    pub scope: Option<String>,
+    /// The refresh token from the environment, used until one is stored.
+    pub initial_refresh_token: Option<String>,
+}
+
+impl RefreshConfig {
+    /// Reads `client_secret` and `refresh_token` from a connection's resolved secrets.
+    pub fn from_secrets(
+        token_url: String,
+        client_id: String,
+        scope: Option<String>,
+        secrets: &BTreeMap<String, String>,
+    ) -> RefreshConfig {
+        RefreshConfig {
+            token_url,
+            client_id,
+            client_secret: secrets.get("client_secret").cloned().unwrap_or_default(),
+            scope,
+            initial_refresh_token: secrets.get("refresh_token").cloned(),
+        }
+    }
+}
+
+/// Hands out access tokens for one connection, refreshing when needed.
+pub struct TokenSource {
+    http: reqwest::Client,
+    config: RefreshConfig,
+    tokens: TokenStore,
+    stats: Arc<ApiStats>,
+    /// The token in use; refreshes inside this process are serialized by this lock.
+    current: Mutex<Option<String>>,
+}
+
+fn store_err(e: anyhow::Error) -> ApiError {
+    ApiError::Transient(format!("credential store: {e:#}"))
+}
+
+fn usable(t: &Tokens) -> Option<&String> {
+    match (&t.access_token, t.expires_at) {
+        (Some(a), Some(exp)) if exp > Utc::now() + Duration::seconds(60) => Some(a),
+        _ => None,
+    }
+}
+
+impl TokenSource {
+    pub fn new(
+        http: reqwest::Client,
+        config: RefreshConfig,
+        tokens: TokenStore,
+        stats: Arc<ApiStats>,
+    ) -> TokenSource {
+        TokenSource {
+            http,
+            config,
+            tokens,
+            stats,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// A valid access token. `rejected` is a token the application just refused (401): a
+    /// newer stored one is taken if another worker refreshed, else Ferry refreshes.
+    pub async fn access_token(&self, rejected: Option<&str>) -> Result<String, ApiError> {
+        let mut current = self.current.lock().await;
+        if let Some(t) = current.as_ref().filter(|t| Some(t.as_str()) != rejected) {
+            return Ok(t.clone());
+        }
+        let stored = self.tokens.load().map_err(store_err)?;
+        if let Some(t) = usable(&stored).filter(|t| Some(t.as_str()) != rejected) {
+            *current = Some(t.clone());
+            return Ok(t.clone());
+        }
+        let token = self.refresh(stored).await?;
+        *current = Some(token.clone());
+        Ok(token)
+    }
+
+    async fn refresh(&self, stored: Tokens) -> Result<String, ApiError> {
+        let refresh = stored
+            .refresh_token
+            .clone()
+            .or_else(|| self.config.initial_refresh_token.clone())
+            .ok_or_else(|| ApiError::Auth("no refresh token stored or configured".into()))?;
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+            ("client_id", self.config.client_id.as_str()),
+            ("client_secret", self.config.client_secret.as_str()),
+        ];
+        if let Some(s) = &self.config.scope {
+            form.push(("scope", s.as_str()));
+        }
+        self.stats.record_call();
+        let resp = self
+            .http
+            .post(&self.config.token_url)
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(ApiError::from_transport)?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            let msg = body
+                .get("error_description")
+                .or(body.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("token request refused")
+                .to_string();
+            if matches!(status, 400 | 401 | 403) {
+                // With rotation, our refresh token is spent when another worker refreshed
+                // first: its tokens are in the store now.
+                // It may still be saving them: look a few times.
+                for _ in 0..10 {
+                    let now = self.tokens.load().map_err(store_err)?;
+                    if now.version != stored.version {
+                        if let Some(t) = usable(&now) {
+                            tracing::debug!("another worker rotated the tokens; using theirs");
+                            return Ok(t.clone());
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                return Err(ApiError::Auth(format!("token endpoint: {msg}")));
+            }
+            return Err(ApiError::from_status(
+                status,
+                None,
+                format!("token endpoint: {msg}"),
+            ));
+        }
+        let access = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::Malformed("token response has no access_token".into()))?
+            .to_string();
+        let expires_in = body
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .unwrap_or(1800);
+        let new = Tokens {
+            access_token: Some(access.clone()),
+            // A rotated refresh token replaces the spent one; else the old one stays valid.
+            refresh_token: body
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(Some(refresh)),
+            expires_at: Some(Utc::now() + Duration::seconds(expires_in)),
+            version: stored.version,
+        };
+        if self.tokens.save(&new, stored.version).map_err(store_err)? {
+            return Ok(access);
+        }
+        // Another worker saved between our read and our save. Its refresh used the same
+        // refresh token, so with rotation ours would have been refused: the stored tokens are
+        // the newest. Ours stay valid for this call.
+        tracing::debug!("another worker saved tokens first; keeping theirs stored");
+        Ok(access)
+    }
+}
