@@ -3,6 +3,7 @@
 //! themselves; binaries only need to link this crate (see [`link`]).
 
 pub mod superoffice;
+pub mod workflowmax;
 
 /// Call (or `use ferry_connectors as _;`) from a binary so the linker keeps the connectors'
 /// registrations.

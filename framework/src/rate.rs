@@ -84,15 +84,17 @@ impl RateBudget {
         }
     }
 
-    /// The budget of one connection, shared by everything in this process that calls the
-    /// application for it. Changed limits replace the budget.
-    pub fn shared(connection_id: i64, limits: RateLimits) -> Arc<RateBudget> {
-        static BUDGETS: OnceLock<Mutex<HashMap<i64, Arc<RateBudget>>>> = OnceLock::new();
+    /// The budget of one connection (`database` tells apart connections of different
+    /// stores), shared by everything in this process that calls the application for it.
+    /// Changed limits replace the budget.
+    pub fn shared(database: &str, connection_id: i64, limits: RateLimits) -> Arc<RateBudget> {
+        type Budgets = Mutex<HashMap<(String, i64), Arc<RateBudget>>>;
+        static BUDGETS: OnceLock<Budgets> = OnceLock::new();
         let mut map = BUDGETS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        map.entry(connection_id)
+        map.entry((database.to_string(), connection_id))
             .and_modify(|b| {
                 if b.limits != limits {
                     *b = Arc::new(RateBudget::new(limits));

@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ferry_connectors::superoffice::fake::FakeSuperOffice;
+use ferry_connectors::workflowmax::fake::{FakeWorkflowMax, Limits};
 use ferry_framework::config::{
     ConflictPolicy, ConnectionConfig, EntitySelection, OrgConfig, Settings,
 };
 use ferry_framework::hub::HubModel;
+use ferry_framework::rate::RateLimits;
 use ferry_framework::secrets::Cipher;
 use ferry_framework::store::Store;
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
@@ -55,7 +57,8 @@ impl Default for Opts {
     }
 }
 
-pub async fn env(url: &str, opts: Opts) -> Env {
+/// An engine on `url` with the shipped hub model and mappings.
+pub fn engine(url: &str, opts: &Opts) -> Engine {
     ferry_connectors::link();
     let mut settings = Settings::with_base(&repo(), url);
     settings.sync.first_sync_batch_size = opts.first_sync_batch_size;
@@ -63,7 +66,22 @@ pub async fn env(url: &str, opts: Opts) -> Env {
     let hub = HubModel::load(&repo().join("config/hub.yml")).unwrap();
     let store = Store::open_and_migrate(url).unwrap();
     let cipher = Cipher::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-    let engine = Engine::new(store, hub, settings, cipher);
+    Engine::new(store, hub, settings, cipher)
+}
+
+pub fn org(connections: Vec<ConnectionConfig>) -> OrgConfig {
+    OrgConfig {
+        slug: "acme".into(),
+        name: "Acme".into(),
+        sync_enabled: true,
+        date_filtering_limit: None,
+        connections,
+        source: "test".into(),
+    }
+}
+
+pub async fn env(url: &str, opts: Opts) -> Env {
+    let engine = engine(url, &opts);
     let fake = FakeSuperOffice::new();
     let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let sel = EntitySelection {
@@ -83,14 +101,7 @@ pub async fn env(url: &str, opts: Opts) -> Env {
         ]
         .into(),
     };
-    let org = OrgConfig {
-        slug: "acme".into(),
-        name: "Acme".into(),
-        sync_enabled: true,
-        date_filtering_limit: None,
-        connections: vec![conn.clone()],
-        source: "test".into(),
-    };
+    let org = org(vec![conn.clone()]);
     let prepared = engine
         .prepare(&org, &conn, Some(FakeSuperOffice::secrets()))
         .unwrap();
@@ -163,4 +174,161 @@ impl Env {
             .counts
             .clone()
     }
+}
+
+/// One organization with a WorkflowMax connection, and a SuperOffice one when asked.
+pub struct Hubbed {
+    pub engine: Engine,
+    pub wfm: FakeWorkflowMax,
+    pub wfm_conn: Prepared,
+    pub so: FakeSuperOffice,
+    pub so_conn: Option<Prepared>,
+}
+
+/// A fast budget for tests; the burst test sets its own.
+pub fn quick_limits() -> (Limits, RateLimits) {
+    (
+        Limits {
+            concurrent: 5,
+            per_window: 10_000,
+            window: std::time::Duration::from_secs(60),
+            per_day: 100_000,
+        },
+        RateLimits {
+            concurrent: Some(5),
+            per_second: None,
+            per_minute: Some(10_000),
+            per_day: Some(100_000),
+        },
+    )
+}
+
+pub async fn hubbed(
+    url: &str,
+    with_so: bool,
+    limits: (Limits, RateLimits),
+    wfm_settings: serde_json::Value,
+) -> Hubbed {
+    let engine = engine(url, &Opts::default());
+    let wfm = FakeWorkflowMax::with_limits(limits.0);
+    wfm.define_standard_fields();
+    let addr = wfm.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut settings = FakeWorkflowMax::settings(addr);
+    if let (Some(s), serde_json::Value::Object(extra)) = (settings.as_object_mut(), wfm_settings) {
+        s.extend(extra);
+    }
+    let wfm_cfg = ConnectionConfig {
+        name: "wfm".into(),
+        connector: "workflowmax".into(),
+        settings,
+        secrets: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+        rate_limit: Some(limits.1),
+        entities: [("client".to_string(), EntitySelection::default())].into(),
+    };
+    let so = FakeSuperOffice::new();
+    let so_addr = so.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let so_cfg = ConnectionConfig {
+        name: "so".into(),
+        connector: "superoffice".into(),
+        settings: FakeSuperOffice::settings(so_addr),
+        secrets: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+        rate_limit: None,
+        entities: [
+            ("organization".to_string(), EntitySelection::default()),
+            ("person".to_string(), EntitySelection::default()),
+        ]
+        .into(),
+    };
+    let mut conns = vec![wfm_cfg.clone()];
+    if with_so {
+        conns.insert(0, so_cfg.clone());
+    }
+    let org = org(conns);
+    let so_conn = with_so.then(|| {
+        engine
+            .prepare(&org, &so_cfg, Some(FakeSuperOffice::secrets()))
+            .unwrap()
+    });
+    let wfm_conn = engine
+        .prepare(&org, &wfm_cfg, Some(FakeWorkflowMax::secrets()))
+        .unwrap();
+    Hubbed {
+        engine,
+        wfm,
+        wfm_conn,
+        so,
+        so_conn,
+    }
+}
+
+impl Hubbed {
+    pub async fn sync_wfm(&self) -> RunReport {
+        self.engine
+            .run(&self.wfm_conn, &SyncOptions::default(), &|_| {})
+            .await
+            .unwrap()
+    }
+
+    pub async fn sync_so(&self) -> RunReport {
+        self.engine
+            .run(
+                self.so_conn.as_ref().unwrap(),
+                &SyncOptions::default(),
+                &|_| {},
+            )
+            .await
+            .unwrap()
+    }
+
+    pub fn org_id(&self) -> i64 {
+        self.wfm_conn.org_id
+    }
+
+    pub fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {
+        self.engine
+            .store
+            .hub_list(self.org_id(), entity, 10_000)
+            .unwrap()
+    }
+
+    pub fn hub_named(
+        &self,
+        entity: &str,
+        key: &str,
+        value: &str,
+    ) -> Option<ferry_framework::store::hub::HubRecord> {
+        self.hub(entity)
+            .into_iter()
+            .find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
+    }
+
+    pub fn put(&self, entity: &str, uid: Option<&str>, data: serde_json::Value) -> String {
+        self.engine
+            .store
+            .hub_put(&self.engine.hub, self.org_id(), entity, uid, data, None)
+            .unwrap()
+    }
+
+    pub fn hub_seq(&self) -> i64 {
+        self.engine.store.hub_seq(self.org_id()).unwrap()
+    }
+
+    pub fn wfm_idmaps(&self) -> Vec<ferry_framework::store::idmaps::IdMap> {
+        self.engine
+            .store
+            .idmaps_of(&[self.wfm_conn.connection_id])
+            .unwrap()
+    }
+}
+
+pub fn counts(report: &RunReport, entity: &str) -> ferry_framework::sync::Counts {
+    report
+        .entities
+        .iter()
+        .find(|e| e.entity == entity)
+        .unwrap_or_else(|| panic!("no {entity} in {report:?}"))
+        .counts
+        .clone()
 }

@@ -51,12 +51,23 @@ impl Mapping {
     /// Maps an external record to the hub fields it carries. Absent source values are left
     /// out, so merging the result never overwrites with "absent".
     pub fn to_hub(&self, external: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
-        apply(&self.rules, external, refs, Dir::ToHub)
+        apply(&self.rules, external, refs, Dir::ToHub, false)
+    }
+
+    /// Like [`Mapping::to_hub`] for a record about to be created in the hub: creation-only
+    /// rules apply too.
+    pub fn to_hub_new(&self, external: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
+        apply(&self.rules, external, refs, Dir::ToHub, true)
     }
 
     /// Maps a hub record to the external fields it carries.
     pub fn to_external(&self, hub: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
-        apply(&self.rules, hub, refs, Dir::ToExternal)
+        apply(&self.rules, hub, refs, Dir::ToExternal, false)
+    }
+
+    /// Like [`Mapping::to_external`] for a record about to be created in the application.
+    pub fn to_external_new(&self, hub: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
+        apply(&self.rules, hub, refs, Dir::ToExternal, true)
     }
 
     /// External ids referenced by an external record, as `(hub entity, external id)`, so they
@@ -114,9 +125,18 @@ fn collect_refs(rules: &[Rule], src: &Value, dir: Dir) -> Vec<(String, String)> 
     out
 }
 
-fn apply(rules: &[Rule], src: &Value, refs: &dyn RefResolver, dir: Dir) -> Result<Value, MapError> {
+fn apply(
+    rules: &[Rule],
+    src: &Value,
+    refs: &dyn RefResolver,
+    dir: Dir,
+    creating: bool,
+) -> Result<Value, MapError> {
     let mut out = Value::Object(Map::new());
-    for r in rules.iter().filter(|r| active(r, dir)) {
+    for r in rules
+        .iter()
+        .filter(|r| active(r, dir) && (creating || !r.create_only))
+    {
         let (from, to, step) = paths(r, dir);
         let Some(to) = to else { continue };
         let field = to.to_string();
@@ -141,7 +161,7 @@ fn apply(rules: &[Rule], src: &Value, refs: &dyn RefResolver, dir: Dir) -> Resul
                 .ok_or_else(|| invalid(format!("expected a list, got {v}")))?;
             v = Value::Array(
                 list.iter()
-                    .map(|item| apply(&r.items, item, refs, dir))
+                    .map(|item| apply(&r.items, item, refs, dir, creating))
                     .collect::<Result<_, _>>()?,
             );
         }

@@ -48,6 +48,8 @@ pub(crate) struct Rule {
     pub default: Option<Value>,
     pub reference: Option<String>,
     pub items: Vec<Rule>,
+    /// Applied only when the target record is being created.
+    pub create_only: bool,
 }
 
 /// What a mapping is checked against, besides the hub model.
@@ -171,7 +173,7 @@ impl Mapping {
     pub fn invertible_hub_fields(&self) -> Vec<(String, Option<String>)> {
         self.rules
             .iter()
-            .filter(|r| r.to_hub_dir && r.to_external_dir && r.items.is_empty())
+            .filter(|r| r.to_hub_dir && r.to_external_dir && r.items.is_empty() && !r.create_only)
             .filter(|r| {
                 !matches!(r.to_hub, Some(Step::Const(_)))
                     && !matches!(r.to_external, Some(Step::Const(_)))
@@ -317,6 +319,7 @@ impl CheckCtx<'_> {
             default: r.default.clone(),
             reference: r.reference.clone(),
             items,
+            create_only: r.on == Some(model::RuleWhen::Create),
         })
     }
 }

@@ -49,6 +49,17 @@ pub struct RuleFile {
     /// Rules for each element when both paths hold lists.
     #[serde(default)]
     pub items: Option<Vec<RuleFile>>,
+    /// `create`: applied only when the record is first created on the side it goes to
+    /// (a source stamp, a default the application's users may change later).
+    #[serde(default)]
+    pub on: Option<RuleWhen>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleWhen {
+    Always,
+    Create,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -307,6 +307,7 @@ impl Engine {
             http,
             stats: stats.clone(),
             budget: RateBudget::shared(
+                &self.store.url,
                 p.connection_id,
                 p.connector.rate_limits().overlay(p.config.rate_limit),
             ),

@@ -302,7 +302,7 @@ impl EntitySync<'_> {
                 }
             }
             match self.mapping.to_hub(&r, &refs) {
-                Ok(v) => mapped.push((m, v, updated, moved)),
+                Ok(v) => mapped.push((m, v, updated, moved, r)),
                 Err(e) => {
                     self.map_failed(&mut m, retry::HUB, &e);
                     out_maps.push(m);
@@ -332,7 +332,7 @@ impl EntitySync<'_> {
 
         let mut writes: Vec<HubWrite> = Vec::new();
         let mut claimed: HashSet<String> = HashSet::new();
-        for (mut m, v, updated, moved) in mapped {
+        for (mut m, v, updated, moved, r) in mapped {
             let hp = content_hash(&v);
             let ext_id = m.external_id.clone().unwrap_or_default();
             if m.hub_id.is_some() && m.ext_hash.as_deref() == Some(hp.as_str()) {
@@ -400,7 +400,11 @@ impl EntitySync<'_> {
                     }
                     (h.uid, merged, false)
                 }
-                None => (uuid::Uuid::now_v7().to_string(), v, true),
+                None => {
+                    // Creation-only rules (a source stamp) apply to a new hub record.
+                    let v = self.mapping.to_hub_new(&r, &refs).unwrap_or(v);
+                    (uuid::Uuid::now_v7().to_string(), v, true)
+                }
             };
             if let Err(e) = self.engine.hub.validate(hub_entity, &label, &data) {
                 self.counts.errors += 1;

@@ -139,7 +139,12 @@ impl EntitySync<'_> {
             if m.name.is_none() {
                 m.name = display(&rec.data);
             }
-            let payload = match self.mapping.to_external(&rec.data, &refs) {
+            let mapped = if m.external_id.is_none() {
+                self.mapping.to_external_new(&rec.data, &refs)
+            } else {
+                self.mapping.to_external(&rec.data, &refs)
+            };
+            let payload = match mapped {
                 Ok(p) => p,
                 Err(e) => {
                     self.map_failed(&mut m, retry::EXTERNAL, &e);

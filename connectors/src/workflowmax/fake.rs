@@ -1,0 +1,1151 @@
+//! A faithful fake WorkflowMax (BlueRock) tenant: Clients with their Contacts, custom field
+//! definitions and values, the XML envelope with `<Status>`, errors given as HTTP 200 with
+//! `<Status>ERROR</Status>`, OAuth with rotating refresh tokens and JWT access tokens carrying
+//! `org_ids`, the `account_id` header, `modifiedsince` and `page`/`pagesize`, and the
+//! published rate limits (concurrent, per minute, per day) answered with 429. Used by the
+//! tests, `ferry demo` and `ferry sandbox workflowmax`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ferry_framework::sandbox::{Sandbox, SandboxApp, SandboxHandle};
+use serde_json::{json, Map, Value};
+
+use super::xml;
+use super::ORDER;
+
+pub const ORG_ID: &str = "5d7c1a7e-0000-4000-8000-00000000f3a1";
+pub const CLIENT_ID: &str = "ferry-sandbox";
+pub const CLIENT_SECRET: &str = "sandbox-client-secret";
+pub const REFRESH_TOKEN: &str = "sandbox-wfm-refresh-token";
+
+/// The tenant's call limits; a call over any of them is answered 429.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub concurrent: usize,
+    pub per_window: usize,
+    pub window: Duration,
+    pub per_day: usize,
+}
+
+impl Default for Limits {
+    /// BlueRock's published limits: 5 concurrent, 60 per minute, 5000 per day.
+    fn default() -> Self {
+        Limits {
+            concurrent: 5,
+            per_window: 60,
+            window: Duration::from_secs(60),
+            per_day: 5000,
+        }
+    }
+}
+
+/// A failure served instead of the next matching request.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// This HTTP status with an XML error body (429 adds `Retry-After: 1`).
+    Status(u16),
+    /// HTTP 200 with `<Status>ERROR</Status>` and this `ErrorDescription`.
+    Error(String),
+    /// HTTP 200 with a body that is not well-formed XML.
+    Malformed,
+    /// Answer normally after this long.
+    Delay(Duration),
+}
+
+/// Which requests an injected failure applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Any,
+    List,
+    Get,
+    Create,
+    Update,
+    CustomFields,
+}
+
+/// A custom field definition of the account.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub uuid: String,
+    pub name: String,
+    pub kind: String,
+    pub link_url: Option<String>,
+    pub use_client: bool,
+    pub use_contact: bool,
+    pub value_element: String,
+}
+
+#[derive(Debug, Clone)]
+struct Client {
+    uuid: String,
+    fields: Map<String, Value>,
+    contacts: Vec<String>,
+    custom: BTreeMap<String, String>,
+    modified: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+struct Contact {
+    client: String,
+    fields: Map<String, Value>,
+    custom: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// By creation order, which is the list order.
+    clients: BTreeMap<u64, Client>,
+    by_uuid: HashMap<String, u64>,
+    contacts: HashMap<String, Contact>,
+    definitions: Vec<Definition>,
+    refresh_tokens: HashSet<String>,
+    access_tokens: HashSet<String>,
+    next: u64,
+    calls: HashMap<String, u64>,
+    failures: VecDeque<(Target, Failure)>,
+    limits: Limits,
+    recent: VecDeque<Instant>,
+    today: usize,
+    in_flight: usize,
+    peak_in_window: usize,
+    peak_in_flight: usize,
+    refused: u64,
+    clock: Option<DateTime<Utc>>,
+}
+
+/// Handle on the fake's state, shared with its server.
+#[derive(Clone)]
+pub struct FakeWorkflowMax {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for FakeWorkflowMax {
+    fn default() -> Self {
+        Self::with_limits(Limits::default())
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl FakeWorkflowMax {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fake enforcing other limits (tests use short windows).
+    pub fn with_limits(limits: Limits) -> Self {
+        let inner = Inner {
+            limits,
+            refresh_tokens: HashSet::from([REFRESH_TOKEN.to_string()]),
+            ..Default::default()
+        };
+        FakeWorkflowMax {
+            inner: Arc::new(Mutex::new(inner)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves the fake on `addr`; returns the bound address. The server stops with the runtime.
+    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let app = self.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(bound)
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/oauth/token", post(token))
+            .route("/client.api/list", get(list))
+            .route("/client.api/search", get(search))
+            .route("/client.api/get/{uuid}", get(read_client))
+            .route("/client.api/add", post(add_client))
+            .route("/client.api/update", axum::routing::put(update_client))
+            .route(
+                "/client.api/get/{uuid}/customfield",
+                get(|s, h, p| custom_get(s, h, p, false)),
+            )
+            .route(
+                "/client.api/update/{uuid}/customfield",
+                axum::routing::put(|s, h, p, b| custom_put(s, h, p, b, false)),
+            )
+            .route("/client.api/contact", post(add_contact))
+            .route(
+                "/client.api/contact/{uuid}",
+                get(read_contact).put(update_contact),
+            )
+            .route(
+                "/client.api/contact/{uuid}/customfield",
+                get(|s, h, p| custom_get(s, h, p, true))
+                    .put(|s, h, p, b| custom_put(s, h, p, b, true)),
+            )
+            .route("/customfield.api/definition", get(definitions))
+            .with_state(self.clone())
+    }
+
+    /// Connection settings pointing at a fake served on `addr`.
+    pub fn settings(addr: SocketAddr) -> Value {
+        json!({
+            "client_id": CLIENT_ID,
+            "api_url": format!("http://{addr}/"),
+            "token_url": format!("http://{addr}/oauth/token"),
+        })
+    }
+
+    pub fn secrets() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("client_secret".to_string(), CLIENT_SECRET.to_string()),
+            ("refresh_token".to_string(), REFRESH_TOKEN.to_string()),
+        ])
+    }
+
+    /// Fixes the fake's clock; `None` uses the real time.
+    pub fn set_clock(&self, t: Option<DateTime<Utc>>) {
+        self.lock().clock = t;
+    }
+
+    fn now(g: &Inner) -> DateTime<Utc> {
+        g.clock.unwrap_or_else(Utc::now)
+    }
+
+    /// Calls received by kind: `token`, `list`, `search`, `get`, `create`, `update`,
+    /// `customfield_get`, `customfield_put`, `definition`.
+    pub fn calls(&self, kind: &str) -> u64 {
+        self.lock().calls.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Every API call (token calls excluded).
+    pub fn api_calls(&self) -> u64 {
+        let g = self.lock();
+        g.calls
+            .iter()
+            .filter(|(k, _)| *k != "token")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Creates, updates and custom field writes: what "zero writes" counts.
+    pub fn writes(&self) -> u64 {
+        self.calls("create") + self.calls("update") + self.calls("customfield_put")
+    }
+
+    /// The most calls seen inside one rate window, the most at once, and the calls refused
+    /// with 429.
+    pub fn rate_report(&self) -> (usize, usize, u64) {
+        let g = self.lock();
+        (g.peak_in_window, g.peak_in_flight, g.refused)
+    }
+
+    pub fn fail_next(&self, target: Target, failure: Failure) {
+        self.lock().failures.push_back((target, failure));
+    }
+
+    /// Invalidates every access token (as their 30-minute expiry would).
+    pub fn expire_tokens(&self) {
+        self.lock().access_tokens.clear();
+    }
+
+    /// Refresh tokens that still work (rotation spends each one).
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        self.lock().refresh_tokens.iter().cloned().collect()
+    }
+
+    pub fn define(&self, d: Definition) {
+        self.lock().definitions.push(d);
+    }
+
+    /// The demo's definitions: Industry (text) and LinkedIn (a Link field whose template
+    /// must never be applied to a stored full URL).
+    pub fn define_standard_fields(&self) {
+        self.define(Definition {
+            uuid: "cf-industry".into(),
+            name: "Industry".into(),
+            kind: "Text".into(),
+            link_url: None,
+            use_client: true,
+            use_contact: false,
+            value_element: "Text".into(),
+        });
+        self.define(Definition {
+            uuid: "cf-linkedin".into(),
+            name: "LinkedIn".into(),
+            kind: "Link".into(),
+            link_url: Some("https://{value}".into()),
+            use_client: true,
+            use_contact: false,
+            value_element: "Text".into(),
+        });
+    }
+
+    /// Adds a client as a WorkflowMax user would; returns its UUID.
+    pub fn add_client(&self, name: &str, fields: Value) -> String {
+        let mut g = self.lock();
+        let mut f = fields.as_object().cloned().unwrap_or_default();
+        f.insert("Name".into(), name.into());
+        insert_client(&mut g, f)
+    }
+
+    /// Adds a contact under a client; returns its UUID.
+    pub fn add_contact(&self, client: &str, name: &str, fields: Value) -> Option<String> {
+        let mut g = self.lock();
+        let mut f = fields.as_object().cloned().unwrap_or_default();
+        f.insert("Name".into(), name.into());
+        insert_contact(&mut g, client, f)
+    }
+
+    /// Sets a custom field value by field name, as a user would in the UI.
+    pub fn set_custom(&self, client: &str, field: &str, value: &str) -> bool {
+        let mut g = self.lock();
+        let Some(def) = g.definitions.iter().find(|d| d.name == field).cloned() else {
+            return false;
+        };
+        let now = Self::now(&g);
+        let Some(c) = client_mut(&mut g, client) else {
+            return false;
+        };
+        c.custom.insert(def.uuid, value.into());
+        c.modified = now;
+        true
+    }
+
+    /// Changes fields of a client or a contact as a user would (the client's modified time
+    /// moves: a contact edit shows in `modifiedsince` through its client).
+    pub fn edit(&self, uuid: &str, fields: Value) -> bool {
+        let mut g = self.lock();
+        let now = Self::now(&g);
+        let Value::Object(f) = fields else {
+            return false;
+        };
+        let parent = if let Some(c) = g.contacts.get_mut(uuid) {
+            c.fields.extend(f);
+            c.client.clone()
+        } else if g.by_uuid.contains_key(uuid) {
+            if let Some(c) = client_mut(&mut g, uuid) {
+                c.fields.extend(f);
+            }
+            uuid.to_string()
+        } else {
+            return false;
+        };
+        if let Some(c) = client_mut(&mut g, &parent) {
+            c.modified = now;
+        }
+        true
+    }
+
+    /// A client as the API shows it (detailed, with contacts and custom fields by name).
+    pub fn client(&self, uuid: &str) -> Option<Value> {
+        let g = self.lock();
+        let c = g.by_uuid.get(uuid).and_then(|s| g.clients.get(s))?;
+        let mut v = client_value(&g, c, true);
+        v["CustomFields"] = custom_by_name(&g, &c.custom);
+        Some(v)
+    }
+
+    pub fn clients(&self) -> Vec<Value> {
+        let uuids: Vec<String> = self
+            .lock()
+            .clients
+            .values()
+            .map(|c| c.uuid.clone())
+            .collect();
+        uuids.iter().filter_map(|u| self.client(u)).collect()
+    }
+
+    pub fn contact(&self, uuid: &str) -> Option<Value> {
+        let g = self.lock();
+        g.contacts.get(uuid).map(|c| {
+            let mut v = contact_value(uuid, c);
+            v["Client"] = json!({"UUID": c.client});
+            v
+        })
+    }
+}
+
+fn client_mut<'a>(g: &'a mut Inner, uuid: &str) -> Option<&'a mut Client> {
+    let seq = *g.by_uuid.get(uuid)?;
+    g.clients.get_mut(&seq)
+}
+
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn insert_client(g: &mut Inner, mut fields: Map<String, Value>) -> String {
+    let uuid = new_uuid();
+    let contacts = match fields.remove("Contacts") {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
+    };
+    fields.remove("UUID");
+    fields.remove("CustomFields");
+    g.next += 1;
+    let seq = g.next;
+    let now = FakeWorkflowMax::now(g);
+    g.clients.insert(
+        seq,
+        Client {
+            uuid: uuid.clone(),
+            fields,
+            contacts: Vec::new(),
+            custom: BTreeMap::new(),
+            modified: now,
+        },
+    );
+    g.by_uuid.insert(uuid.clone(), seq);
+    for c in contacts {
+        if let Value::Object(f) = c {
+            insert_contact(g, &uuid, f);
+        }
+    }
+    uuid
+}
+
+fn insert_contact(g: &mut Inner, client: &str, mut fields: Map<String, Value>) -> Option<String> {
+    let now = FakeWorkflowMax::now(g);
+    let c = client_mut(g, client)?;
+    let uuid = new_uuid();
+    c.contacts.push(uuid.clone());
+    c.modified = now;
+    fields.remove("UUID");
+    fields.remove("Client");
+    g.contacts.insert(
+        uuid.clone(),
+        Contact {
+            client: client.to_string(),
+            fields,
+            custom: BTreeMap::new(),
+        },
+    );
+    Some(uuid)
+}
+
+fn contact_value(uuid: &str, c: &Contact) -> Value {
+    let mut v = Map::new();
+    v.insert("UUID".into(), uuid.into());
+    for (k, x) in &c.fields {
+        v.insert(k.clone(), x.clone());
+    }
+    Value::Object(v)
+}
+
+fn client_value(g: &Inner, c: &Client, detailed: bool) -> Value {
+    let mut v = Map::new();
+    v.insert("UUID".into(), c.uuid.clone().into());
+    for (k, x) in &c.fields {
+        v.insert(k.clone(), x.clone());
+    }
+    if detailed {
+        let contacts: Vec<Value> = c
+            .contacts
+            .iter()
+            .filter_map(|u| g.contacts.get(u).map(|ct| contact_value(u, ct)))
+            .collect();
+        v.insert("Contacts".into(), Value::Array(contacts));
+    }
+    Value::Object(v)
+}
+
+fn custom_by_name(g: &Inner, custom: &BTreeMap<String, String>) -> Value {
+    let mut out = Map::new();
+    for d in &g.definitions {
+        if let Some(v) = custom.get(&d.uuid) {
+            out.insert(d.name.clone(), v.clone().into());
+        }
+    }
+    Value::Object(out)
+}
+
+fn ok(payload: &[(&str, Value)]) -> Response {
+    let mut body = String::from("<Response><Status>OK</Status>");
+    for (name, v) in payload {
+        xml::element(name, v, ORDER, &mut body);
+    }
+    body.push_str("</Response>");
+    xml_response(StatusCode::OK, body)
+}
+
+fn xml_response(status: StatusCode, body: String) -> Response {
+    (status, [("content-type", "application/xml")], body).into_response()
+}
+
+/// WorkflowMax's error idiom: HTTP 200 (unless `status` says otherwise) and a Status that
+/// is not OK.
+fn wfm_error(status: StatusCode, description: &str) -> Response {
+    let mut body = String::from("<Response><Status>ERROR</Status>");
+    xml::element(
+        "ErrorDescription",
+        &Value::String(description.into()),
+        &[],
+        &mut body,
+    );
+    body.push_str("</Response>");
+    let mut resp = xml_response(status, body);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert("Retry-After", HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// Leaves the concurrency count when the request is answered.
+struct InFlight(FakeWorkflowMax);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
+/// Counts the call and checks the token, the account id, the rate limits and injected
+/// failures. `Err` is the answer to give instead.
+async fn gate(
+    fake: &FakeWorkflowMax,
+    headers: &HeaderMap,
+    kind: &str,
+    target: Target,
+) -> Result<InFlight, Box<Response>> {
+    let failure = {
+        let mut g = fake.lock();
+        *g.calls.entry(kind.to_string()).or_default() += 1;
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !g.access_tokens.contains(token) {
+            return Err(Box::new(wfm_error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid access token",
+            )));
+        }
+        if headers.get("account_id").and_then(|v| v.to_str().ok()) != Some(ORG_ID) {
+            return Err(Box::new(wfm_error(
+                StatusCode::FORBIDDEN,
+                "The account_id header does not name an organisation this token may use",
+            )));
+        }
+        let now = Instant::now();
+        let limits = g.limits;
+        while g
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limits.window)
+        {
+            g.recent.pop_front();
+        }
+        if g.in_flight >= limits.concurrent
+            || g.recent.len() >= limits.per_window
+            || g.today >= limits.per_day
+        {
+            g.refused += 1;
+            return Err(Box::new(wfm_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded",
+            )));
+        }
+        g.recent.push_back(now);
+        g.today += 1;
+        g.in_flight += 1;
+        g.peak_in_window = g.peak_in_window.max(g.recent.len());
+        g.peak_in_flight = g.peak_in_flight.max(g.in_flight);
+        let pos = g
+            .failures
+            .iter()
+            .position(|(t, _)| *t == Target::Any || *t == target);
+        pos.and_then(|i| g.failures.remove(i)).map(|(_, f)| f)
+    };
+    let guard = InFlight(fake.clone());
+    match failure {
+        Some(Failure::Status(s)) => Err(Box::new(wfm_error(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "Injected failure",
+        ))),
+        Some(Failure::Error(d)) => Err(Box::new(wfm_error(StatusCode::OK, &d))),
+        Some(Failure::Malformed) => Err(Box::new(xml_response(
+            StatusCode::OK,
+            "<Response><Status>OK</Status><Client><UUID>".into(),
+        ))),
+        Some(Failure::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            Ok(guard)
+        }
+        None => Ok(guard),
+    }
+}
+
+macro_rules! gate {
+    ($fake:expr, $headers:expr, $kind:expr, $target:expr) => {
+        match gate(&$fake, &$headers, $kind, $target).await {
+            Ok(g) => g,
+            Err(resp) => return *resp,
+        }
+    };
+}
+
+fn jwt(n: u64, expires: i64) -> String {
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.sandbox-signature-{n}",
+        b64(&json!({"alg": "RS256", "typ": "JWT"})),
+        b64(&json!({"org_ids": [ORG_ID], "exp": expires, "jti": n, "scope": "workflowmax"}))
+    )
+}
+
+async fn token(
+    State(fake): State<FakeWorkflowMax>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut g = fake.lock();
+    *g.calls.entry("token".into()).or_default() += 1;
+    let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let refuse = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response()
+    };
+    if f("grant_type") != "refresh_token" {
+        return refuse(
+            "unsupported_grant_type",
+            "only refresh_token is served here",
+        );
+    }
+    if f("client_id") != CLIENT_ID || f("client_secret") != CLIENT_SECRET {
+        return refuse("invalid_client", "unknown client or wrong secret");
+    }
+    // Rotation: a refresh token works once.
+    if !g.refresh_tokens.remove(f("refresh_token")) {
+        return refuse(
+            "invalid_grant",
+            "refresh token is invalid, expired or already used",
+        );
+    }
+    g.next += 1;
+    let n = g.next;
+    let access = jwt(n, (Utc::now() + chrono::Duration::minutes(30)).timestamp());
+    let refresh = format!("wfm-rt-{n}-{}", uuid::Uuid::new_v4().simple());
+    g.access_tokens.insert(access.clone());
+    g.refresh_tokens.insert(refresh.clone());
+    Json(json!({
+        "access_token": access, "expires_in": 1800, "token_type": "Bearer",
+        "refresh_token": refresh, "scope": f("scope"),
+    }))
+    .into_response()
+}
+
+fn parse_since(s: &str) -> Option<DateTime<Utc>> {
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s.trim(), f).ok())
+        .map(|n| n.and_utc())
+}
+
+async fn list(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let _g = gate!(fake, headers, "list", Target::List);
+    let since = match q.get("modifiedsince") {
+        Some(s) => match parse_since(s) {
+            Some(t) => Some(t),
+            None => {
+                return wfm_error(
+                    StatusCode::OK,
+                    &format!("Invalid modifiedsince {s:?}: use yyyy-MM-ddTHH:mm:ss"),
+                )
+            }
+        },
+        None => None,
+    };
+    let detailed = q.get("detailed").is_some_and(|d| d == "true");
+    let paged = q.contains_key("page") || q.contains_key("pagesize");
+    let page = q
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let size = q
+        .get("pagesize")
+        .and_then(|p| p.parse::<usize>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(100);
+    let g = fake.lock();
+    let matching: Vec<&Client> = g
+        .clients
+        .values()
+        .filter(|c| since.is_none_or(|s| c.modified >= s))
+        .collect();
+    let total = matching.len();
+    let clients: Vec<Value> = matching
+        .into_iter()
+        .skip(if paged { (page - 1) * size } else { 0 })
+        .take(if paged { size } else { usize::MAX })
+        .map(|c| client_value(&g, c, detailed))
+        .collect();
+    let mut payload = vec![("Clients", Value::Array(clients))];
+    if paged {
+        payload.push(("Page", page.into()));
+        payload.push(("PageSize", size.into()));
+        payload.push(("TotalRecords", total.into()));
+    }
+    ok(&payload)
+}
+
+async fn search(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let _g = gate!(fake, headers, "search", Target::Get);
+    let query = q.get("query").map(|s| s.to_lowercase()).unwrap_or_default();
+    let detailed = q.get("detailed").is_some_and(|d| d == "true");
+    let g = fake.lock();
+    let found: Vec<Value> = g
+        .clients
+        .values()
+        .filter(|c| {
+            c.fields
+                .get("Name")
+                .map(str_of)
+                .is_some_and(|n| n.to_lowercase().contains(&query))
+        })
+        .map(|c| client_value(&g, c, detailed))
+        .collect();
+    ok(&[("Clients", Value::Array(found))])
+}
+
+async fn read_client(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+) -> Response {
+    let _g = gate!(fake, headers, "get", Target::Get);
+    let g = fake.lock();
+    match g.by_uuid.get(&uuid).and_then(|s| g.clients.get(s)) {
+        Some(c) => ok(&[("Client", client_value(&g, c, true))]),
+        None => wfm_error(StatusCode::OK, "Client not found"),
+    }
+}
+
+/// The body's root element as an object, or the error to answer.
+fn body_object(body: &[u8], root: &str) -> Result<Map<String, Value>, Box<Response>> {
+    let text = String::from_utf8_lossy(body);
+    match xml::parse(&text) {
+        Ok((name, Value::Object(m))) if name == root => Ok(m),
+        Ok((name, _)) => Err(Box::new(wfm_error(
+            StatusCode::OK,
+            &format!("Expected a <{root}> element, got <{name}>"),
+        ))),
+        Err(e) => Err(Box::new(wfm_error(
+            StatusCode::OK,
+            &format!("Invalid XML: {e}"),
+        ))),
+    }
+}
+
+macro_rules! body {
+    ($bytes:expr, $root:expr) => {
+        match body_object(&$bytes, $root) {
+            Ok(m) => m,
+            Err(resp) => return *resp,
+        }
+    };
+}
+
+fn has_name(f: &Map<String, Value>) -> bool {
+    f.get("Name")
+        .map(str_of)
+        .is_some_and(|n| !n.trim().is_empty())
+}
+
+async fn add_client(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let _g = gate!(fake, headers, "create", Target::Create);
+    let fields = body!(body, "Client");
+    if !has_name(&fields) {
+        return wfm_error(StatusCode::OK, "Name is required");
+    }
+    let mut g = fake.lock();
+    let uuid = insert_client(&mut g, fields);
+    let seq = g.by_uuid[&uuid];
+    ok(&[("Client", client_value(&g, &g.clients[&seq], true))])
+}
+
+async fn update_client(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let _g = gate!(fake, headers, "update", Target::Update);
+    let mut fields = body!(body, "Client");
+    let Some(uuid) = fields.remove("UUID").map(|u| str_of(&u)) else {
+        return wfm_error(StatusCode::OK, "UUID is required");
+    };
+    if fields.contains_key("Name") && !has_name(&fields) {
+        return wfm_error(StatusCode::OK, "Name cannot be empty");
+    }
+    fields.remove("Contacts");
+    let mut g = fake.lock();
+    let now = FakeWorkflowMax::now(&g);
+    let Some(c) = client_mut(&mut g, &uuid) else {
+        return wfm_error(StatusCode::OK, "Client not found");
+    };
+    // Elements left out keep their values.
+    c.fields.extend(fields);
+    c.modified = now;
+    let c = c.clone();
+    ok(&[("Client", client_value(&g, &c, true))])
+}
+
+async fn add_contact(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let _g = gate!(fake, headers, "create", Target::Create);
+    let fields = body!(body, "Contact");
+    let client = fields
+        .get("Client")
+        .and_then(|c| c.get("UUID"))
+        .map(str_of)
+        .unwrap_or_default();
+    if !has_name(&fields) {
+        return wfm_error(StatusCode::OK, "Name is required");
+    }
+    let mut g = fake.lock();
+    match insert_contact(&mut g, &client, fields) {
+        Some(uuid) => ok(&[("Contact", contact_value(&uuid, &g.contacts[&uuid]))]),
+        None => wfm_error(StatusCode::OK, &format!("Client {client:?} not found")),
+    }
+}
+
+async fn read_contact(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+) -> Response {
+    let _g = gate!(fake, headers, "get", Target::Get);
+    let g = fake.lock();
+    match g.contacts.get(&uuid) {
+        Some(c) => ok(&[("Contact", contact_value(&uuid, c))]),
+        None => wfm_error(StatusCode::OK, "Contact not found"),
+    }
+}
+
+async fn update_contact(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+    body: Bytes,
+) -> Response {
+    let _g = gate!(fake, headers, "update", Target::Update);
+    let mut fields = body!(body, "Contact");
+    if fields.contains_key("Name") && !has_name(&fields) {
+        return wfm_error(StatusCode::OK, "Name cannot be empty");
+    }
+    fields.remove("UUID");
+    fields.remove("Client");
+    let mut g = fake.lock();
+    let now = FakeWorkflowMax::now(&g);
+    let Some(c) = g.contacts.get_mut(&uuid) else {
+        return wfm_error(StatusCode::OK, "Contact not found");
+    };
+    c.fields.extend(fields);
+    let (parent, value) = (c.client.clone(), contact_value(&uuid, c));
+    if let Some(p) = client_mut(&mut g, &parent) {
+        p.modified = now;
+    }
+    ok(&[("Contact", value)])
+}
+
+async fn definitions(State(fake): State<FakeWorkflowMax>, headers: HeaderMap) -> Response {
+    let _g = gate!(fake, headers, "definition", Target::Get);
+    let g = fake.lock();
+    let defs: Vec<Value> = g
+        .definitions
+        .iter()
+        .map(|d| {
+            let mut v = json!({
+                "UUID": d.uuid, "Name": d.name, "Type": d.kind,
+                "UseClient": d.use_client.to_string(), "UseContact": d.use_contact.to_string(),
+                "UseSupplier": "false", "UseJob": "false", "UseLead": "false",
+                "UseJobTask": "false", "UseJobCost": "false", "UseJobTime": "false",
+                "ValueElement": d.value_element,
+            });
+            if let Some(l) = &d.link_url {
+                v["LinkUrl"] = l.clone().into();
+            }
+            v
+        })
+        .collect();
+    ok(&[("CustomFieldDefinitions", Value::Array(defs))])
+}
+
+fn custom_values(g: &Inner, custom: &BTreeMap<String, String>, contact: bool) -> Value {
+    let list: Vec<Value> = g
+        .definitions
+        .iter()
+        .filter(|d| if contact { d.use_contact } else { d.use_client })
+        .filter_map(|d| {
+            let v = custom.get(&d.uuid)?;
+            let mut m = Map::new();
+            m.insert("UUID".into(), d.uuid.clone().into());
+            m.insert("Name".into(), d.name.clone().into());
+            m.insert(d.value_element.clone(), v.clone().into());
+            Some(Value::Object(m))
+        })
+        .collect();
+    Value::Array(list)
+}
+
+async fn custom_get(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+    contact: bool,
+) -> Response {
+    let _g = gate!(fake, headers, "customfield_get", Target::CustomFields);
+    let mut g = fake.lock();
+    let custom = if contact {
+        g.contacts.get(&uuid).map(|c| c.custom.clone())
+    } else {
+        client_mut(&mut g, &uuid).map(|c| c.custom.clone())
+    };
+    match custom {
+        Some(c) => ok(&[("CustomFields", custom_values(&g, &c, contact))]),
+        None => wfm_error(StatusCode::OK, "Record not found"),
+    }
+}
+
+/// Checks one `<CustomField>` of a PUT against its definition; returns (uuid, value).
+fn check_custom(g: &Inner, f: &Value, contact: bool) -> Result<(String, String), String> {
+    let uuid = f
+        .get("UUID")
+        .map(str_of)
+        .filter(|u| !u.is_empty())
+        .ok_or("Every CustomField needs its UUID")?;
+    let def = g
+        .definitions
+        .iter()
+        .find(|d| d.uuid == uuid)
+        .ok_or_else(|| format!("Unknown custom field {uuid}"))?;
+    if !(if contact {
+        def.use_contact
+    } else {
+        def.use_client
+    }) {
+        return Err(format!("Custom field {} does not apply here", def.name));
+    }
+    let value = f.get(&def.value_element).map(str_of).ok_or_else(|| {
+        format!(
+            "Invalid field value: {} takes its value in <{}>",
+            def.name, def.value_element
+        )
+    })?;
+    let valid = match def.value_element.as_str() {
+        "Decimal" | "Number" => value.trim().is_empty() || value.trim().parse::<f64>().is_ok(),
+        "Boolean" => matches!(value.as_str(), "true" | "false" | ""),
+        "Date" => {
+            value.is_empty()
+                || parse_since(&value).is_some()
+                || chrono::NaiveDate::parse_from_str(&value, "%Y-%m-%d").is_ok()
+        }
+        _ => true,
+    };
+    if !valid {
+        return Err(format!("Invalid field value for {}: {value:?}", def.name));
+    }
+    Ok((uuid, value))
+}
+
+async fn custom_put(
+    State(fake): State<FakeWorkflowMax>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+    body: Bytes,
+    contact: bool,
+) -> Response {
+    let _g = gate!(fake, headers, "customfield_put", Target::CustomFields);
+    let text = String::from_utf8_lossy(&body);
+    // UUID comes first in each CustomField.
+    if text
+        .split("<CustomField>")
+        .skip(1)
+        .any(|rest| !rest.trim_start().starts_with("<UUID>"))
+    {
+        return wfm_error(StatusCode::OK, "Each CustomField must start with its UUID");
+    }
+    let fields = match xml::parse(&text) {
+        Ok((name, Value::Array(list))) if name == "CustomFields" => list,
+        Ok((name, _)) => {
+            return wfm_error(
+                StatusCode::OK,
+                &format!("Expected <CustomFields>, got <{name}>"),
+            )
+        }
+        Err(e) => return wfm_error(StatusCode::OK, &format!("Invalid XML: {e}")),
+    };
+    let mut g = fake.lock();
+    let mut values = BTreeMap::new();
+    for f in &fields {
+        match check_custom(&g, f, contact) {
+            Ok((u, v)) => {
+                values.insert(u, v);
+            }
+            Err(e) => return wfm_error(StatusCode::OK, &e),
+        }
+    }
+    let now = FakeWorkflowMax::now(&g);
+    // The set sent replaces the record's values: a field left out is cleared, which is
+    // why a client must always send them all together.
+    let parent = if contact {
+        match g.contacts.get_mut(&uuid) {
+            Some(c) => {
+                c.custom = values;
+                c.client.clone()
+            }
+            None => return wfm_error(StatusCode::OK, "Contact not found"),
+        }
+    } else {
+        match client_mut(&mut g, &uuid) {
+            Some(c) => {
+                c.custom = values;
+                uuid.clone()
+            }
+            None => return wfm_error(StatusCode::OK, "Client not found"),
+        }
+    };
+    if let Some(p) = client_mut(&mut g, &parent) {
+        p.modified = now;
+    }
+    ok(&[])
+}
+
+/// `ferry sandbox workflowmax` and the demo.
+pub struct FakeSandbox;
+
+#[async_trait]
+impl Sandbox for FakeSandbox {
+    async fn start(&self, addr: SocketAddr) -> anyhow::Result<SandboxHandle> {
+        // Ten times the real per-minute limit, so demos and sandboxes are quick; connections
+        // to it raise their budget to match (`rate_limit: { per_minute: 600 }`).
+        let fake = FakeWorkflowMax::with_limits(Limits {
+            per_window: 600,
+            per_day: 50_000,
+            ..Limits::default()
+        });
+        fake.define_standard_fields();
+        let bound = fake.serve(addr).await?;
+        Ok(SandboxHandle {
+            addr: bound,
+            settings: FakeWorkflowMax::settings(bound),
+            secrets: FakeWorkflowMax::secrets(),
+            app: Arc::new(fake),
+        })
+    }
+}
+
+impl SandboxApp for FakeWorkflowMax {
+    fn seed_demo(&self) {
+        let client = self.add_client(
+            "Harbour & Sons Ltd",
+            json!({"Email": "office@harbour.example", "Phone": "+64 9 555 0100", "Website": "https://harbour.example"}),
+        );
+        self.set_custom(&client, "Industry", "Marine <logistics>");
+        self.set_custom(
+            &client,
+            "LinkedIn",
+            "https://www.linkedin.com/company/harbour-sons",
+        );
+        self.add_contact(
+            &client,
+            "Aroha Ngata",
+            json!({"Email": "aroha@harbour.example", "Mobile": "+64 21 555 0101", "Position": "Director"}),
+        );
+    }
+
+    fn user_edit(&self) -> String {
+        let g = self.lock();
+        let target = g
+            .contacts
+            .iter()
+            .find(|(_, c)| {
+                c.fields
+                    .get("Email")
+                    .map(str_of)
+                    .is_some_and(|e| !e.ends_with("harbour.example"))
+            })
+            .or_else(|| g.contacts.iter().next())
+            .map(|(u, c)| {
+                (
+                    u.clone(),
+                    c.fields.get("Name").map(str_of).unwrap_or_default(),
+                )
+            });
+        drop(g);
+        match target {
+            Some((uuid, name)) => {
+                self.edit(&uuid, json!({"Mobile": "+47 900 00 001"}));
+                format!("set the mobile of WorkflowMax Contact {name:?} to \"+47 900 00 001\"")
+            }
+            None => "nothing to edit".into(),
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let g = self.lock();
+        let mut out = Vec::new();
+        for c in g.clients.values() {
+            out.push(format!(
+                "Client {:?} {}",
+                c.fields.get("Name").map(str_of).unwrap_or_default(),
+                custom_by_name(&g, &c.custom)
+            ));
+            for u in &c.contacts {
+                if let Some(ct) = g.contacts.get(u) {
+                    out.push(format!(
+                        "  Contact {:?} <{}> mobile {}",
+                        ct.fields.get("Name").map(str_of).unwrap_or_default(),
+                        ct.fields.get("Email").map(str_of).unwrap_or_default(),
+                        ct.fields.get("Mobile").map(str_of).unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn write_calls(&self) -> u64 {
+        self.writes()
+    }
+}
