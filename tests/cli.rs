@@ -22,17 +22,25 @@ fn ferry(dir: &Path, args: &[&str]) -> Output {
 fn workspace() -> tempfile::TempDir {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    for d in ["config/organizations", "mappers/superoffice"] {
-        std::fs::create_dir_all(dir.path().join(d)).unwrap();
-    }
+    std::fs::create_dir_all(dir.path().join("config/organizations")).unwrap();
     for f in [
         "settings.yml",
         "config/hub.yml",
         "config/organizations/acme.yml",
-        "mappers/superoffice/contact.yml",
-        "mappers/superoffice/person.yml",
     ] {
         std::fs::copy(repo.join(f), dir.path().join(f)).unwrap();
+    }
+    for connector in std::fs::read_dir(repo.join("mappers")).unwrap() {
+        let connector = connector.unwrap().path();
+        let to = dir
+            .path()
+            .join("mappers")
+            .join(connector.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&connector).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
     }
     dir
 }
@@ -123,6 +131,10 @@ fn connectors_lists_superoffice_with_its_entities() {
             && out.contains("read, create, update"),
         "{out}"
     );
+    assert!(
+        out.contains("workflowmax") && out.contains("client / contact"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -136,10 +148,29 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
             || out.contains("\"Harbour Logistics Ltd\""),
         "{out}"
     );
-    assert!(out.contains("Nordic Freight AS Group"), "{out}");
     assert!(out.contains("Head of Sales"), "{out}");
+    // A person created in SuperOffice is a WorkflowMax Contact under the right Client.
     assert!(
-        out.contains("writes to superoffice: 0, hub changes: 0"),
+        out.contains("Client \"Nordic Freight AS Group\" {}\n       Contact \"Ingrid Solberg\""),
+        "{out}"
+    );
+    // An edit made in WorkflowMax reached SuperOffice.
+    let edited = out
+        .split("set the mobile of WorkflowMax Contact \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the demo edits a WorkflowMax contact");
+    let in_superoffice = out.rsplit("in superoffice now:").next().unwrap();
+    assert!(
+        in_superoffice
+            .lines()
+            .any(|l| l.contains(edited) && l.ends_with("mobile +47 900 00 001")),
+        "{edited}: {out}"
+    );
+    // A person created in WorkflowMax reached SuperOffice.
+    assert!(out.contains("Aroha Ngata (Contact 9)"), "{out}");
+    assert!(
+        out.contains("writes to the applications: 0, hub changes: 0"),
         "{out}"
     );
     // The demo's database is a real one the other commands can read.
@@ -161,63 +192,89 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let maps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(maps.as_array().unwrap().len(), 7);
+    // SuperOffice: 4 companies, 5 persons; WorkflowMax: 4 clients, 5 contacts.
+    assert_eq!(maps.as_array().unwrap().len(), 18);
 }
 
 #[test]
 fn sync_against_the_sandbox_with_the_shipped_config() {
     let dir = workspace();
-    // Point the shipped org at a sandbox on a free port.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    // Point the shipped org at sandboxes on free ports.
+    let free = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (so_port, wfm_port) = (free(), free());
     let p = dir.path().join("config/organizations/acme.yml");
     let text = std::fs::read_to_string(&p)
         .unwrap()
-        .replace("7701", &port.to_string());
+        .replace("7701", &so_port.to_string())
+        .replace("7702", &wfm_port.to_string());
     std::fs::write(&p, text).unwrap();
-    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .current_dir(dir.path())
-        .args([
-            "sandbox",
-            "superoffice",
-            "--seed",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    let mut sandboxes: Vec<_> = [("superoffice", so_port), ("workflowmax", wfm_port)]
+        .iter()
+        .map(|(name, port)| {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .current_dir(dir.path())
+                .args([
+                    "sandbox",
+                    name,
+                    "--seed",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for port in [so_port, wfm_port] {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .current_dir(dir.path())
-        .args(["sync"])
-        .env("SUPEROFFICE_CLIENT_SECRET", "sandbox-client-secret")
-        .env("SUPEROFFICE_REFRESH_TOKEN", "sandbox-refresh-token")
-        .output()
-        .unwrap();
-    let dry = ferry(
+    let sync = || {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .current_dir(dir.path())
+            .args(["sync"])
+            .env("SUPEROFFICE_CLIENT_SECRET", "sandbox-client-secret")
+            .env("SUPEROFFICE_REFRESH_TOKEN", "sandbox-refresh-token")
+            .env("WORKFLOWMAX_CLIENT_SECRET", "sandbox-client-secret")
+            .env("WORKFLOWMAX_REFRESH_TOKEN", "sandbox-wfm-refresh-token")
+            .output()
+            .unwrap()
+    };
+    let first = sync();
+    // A second process: the sandbox has rotated the refresh token from the environment
+    // away, so this works only with the one the first run stored.
+    let second = sync();
+    let people = ferry(
         dir.path(),
         &[
             "hub", "list", "--org", "acme", "--entity", "Person", "--json",
         ],
     );
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    let people: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
-    assert_eq!(people.as_array().unwrap().len(), 3);
+    for s in &mut sandboxes {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    for o in [&first, &second] {
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(o)
+        );
+    }
+    let people: serde_json::Value = serde_json::from_slice(&people.stdout).unwrap();
+    // Three from SuperOffice, one from WorkflowMax.
+    assert_eq!(people.as_array().unwrap().len(), 4, "{people}");
     let st = ferry(dir.path(), &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(status[0]["last_run"]["status"], "success");
+    for conn in status.as_array().unwrap() {
+        assert_eq!(conn["last_run"]["status"], "success", "{conn}");
+    }
 }

@@ -231,7 +231,8 @@ async fn a_burst_of_work_stays_within_the_rate_limit_and_completes() {
             RateLimits {
                 concurrent: Some(2),
                 per_second: Some(per_second as u32),
-                per_minute: None,
+                // Overrides the connector's 60 a minute, which would dominate here.
+                per_minute: Some(10_000),
                 per_day: Some(10_000),
             },
         );

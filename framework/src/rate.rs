@@ -129,6 +129,8 @@ mod tests {
     async fn no_window_sees_more_than_its_limit() {
         let budget = RateBudget::new(RateLimits {
             per_second: Some(20),
+            per_day: Some(10_000),
+            concurrent: Some(2),
             ..Default::default()
         });
         let start = std::time::Instant::now();

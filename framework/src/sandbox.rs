@@ -22,6 +22,8 @@ pub struct SandboxHandle {
     pub settings: serde_json::Value,
     /// Secrets the fake accepts (sandbox values, not real credentials).
     pub secrets: BTreeMap<String, String>,
+    /// The call limits the fake enforces, when they differ from the connector's defaults.
+    pub rate_limit: Option<crate::rate::RateLimits>,
     pub app: Arc<dyn SandboxApp>,
 }
 

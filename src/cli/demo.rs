@@ -18,9 +18,9 @@ use super::sync::{print_reports, run_all};
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Connector whose sandbox to run.
-    #[arg(long, default_value = "superoffice")]
-    pub connector: String,
+    /// Connectors whose sandboxes to run (repeat); all that have one by default.
+    #[arg(long = "connector")]
+    pub connectors: Vec<String>,
 }
 
 #[derive(Args)]
@@ -78,106 +78,116 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
     let engine = Engine::from_settings(&settings)
         .context("the demo needs the repository's config/ and mappers/")?;
 
-    let handle = sandbox_of(&args.connector)?
-        .start("127.0.0.1:0".parse()?)
-        .await?;
-    handle.app.seed_demo();
-    println!(
-        "== {} sandbox on http://{} seeded with:",
-        args.connector, handle.addr
-    );
-    for l in handle.app.describe() {
-        println!("   {l}");
-    }
-
-    let conn_def = connector::find(&args.connector).expect("found above");
-    let conn = ConnectionConfig {
-        name: args.connector.clone(),
-        connector: args.connector.clone(),
-        settings: handle.settings.clone(),
-        secrets: BTreeMap::new(),
-        parameters: BTreeMap::new(),
-        rate_limit: None,
-        entities: conn_def
-            .entities()
+    let names: Vec<String> = if args.connectors.is_empty() {
+        connector::registry()
             .iter()
-            .map(|e| (e.name().to_string(), EntitySelection::default()))
-            .collect(),
+            .filter(|c| c.sandbox().is_some())
+            .map(|c| c.name().to_string())
+            .collect()
+    } else {
+        args.connectors.clone()
     };
+    // One organization, one connection per application, all through one hub.
+    let mut apps = Vec::new();
+    for name in &names {
+        let handle = sandbox_of(name)?.start("127.0.0.1:0".parse()?).await?;
+        handle.app.seed_demo();
+        println!("== {name} sandbox on http://{} seeded with:", handle.addr);
+        for l in handle.app.describe() {
+            println!("   {l}");
+        }
+        let conn_def = connector::find(name).expect("found above");
+        let conn = ConnectionConfig {
+            name: name.clone(),
+            connector: name.clone(),
+            settings: handle.settings.clone(),
+            secrets: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+            rate_limit: handle.rate_limit,
+            entities: conn_def
+                .entities()
+                .iter()
+                .map(|e| (e.name().to_string(), EntitySelection::default()))
+                .collect(),
+        };
+        apps.push((handle, conn));
+    }
     let org = OrgConfig {
         slug: "demo".into(),
         name: "Demo Org".into(),
         sync_enabled: true,
         date_filtering_limit: None,
-        connections: vec![conn.clone()],
+        connections: apps.iter().map(|(_, c)| c.clone()).collect(),
         source: "demo".into(),
     };
-    let prepared = engine.prepare(&org, &conn, Some(handle.secrets.clone()))?;
+    let mut prepared = Vec::new();
+    for (handle, conn) in &apps {
+        prepared.push(engine.prepare(&org, conn, Some(handle.secrets.clone()))?);
+    }
+    let org_id = prepared
+        .first()
+        .context("no connector has a sandbox")?
+        .org_id;
+    let writes = || apps.iter().map(|(h, _)| h.app.write_calls()).sum::<u64>();
 
     // Records that arrived in the hub from elsewhere (another application, an import).
     let hub_org = engine.store.hub_put(
         &engine.hub,
-        prepared.org_id,
+        org_id,
         "Organization",
         None,
         json!({"name": "Harbour Logistics Ltd", "website": "https://harbour.example"}),
         None,
     )?;
-    let hub_person = engine.store.hub_put(&engine.hub, prepared.org_id, "Person", None,
+    let hub_person = engine.store.hub_put(&engine.hub, org_id, "Person", None,
         json!({"first_name": "Nora", "last_name": "Dahl", "email": "nora@harbour.example", "organization_id": hub_org}), None)?;
     println!(
         "== the hub already holds Organization \"Harbour Logistics Ltd\" and Person \"Nora Dahl\""
     );
 
     let opts = SyncOptions::default();
-    println!("\n== sync 1: first sync, both ways");
-    let r = run_all(&engine, std::slice::from_ref(&prepared), &opts).await?;
+    let mut round = 0;
+    let mut sync = |title: &str| {
+        round += 1;
+        println!(
+            "\n== round {round}: {title} (connections run in order: {})",
+            names.join(", ")
+        );
+        run_all(&engine, &prepared, &opts)
+    };
+    let r = sync("first sync, both ways").await?;
     print_reports(&r, false);
-    show(&engine, prepared.org_id, handle.app.as_ref())?;
+    show(&engine, org_id, &apps, &prepared)?;
 
-    println!("\n== changes on both sides:");
-    println!("   {}", handle.app.user_edit());
+    println!("\n== changes in every place:");
+    for (handle, conn) in &apps {
+        println!("   {}: {}", conn.name, handle.app.user_edit());
+    }
     let rec = engine
         .store
-        .hub_get(prepared.org_id, &hub_person)?
+        .hub_get(org_id, &hub_person)?
         .context("hub person vanished")?;
     let mut data = rec.data.clone();
     data["job_title"] = json!("Head of Sales");
-    engine.store.hub_put(
-        &engine.hub,
-        prepared.org_id,
-        "Person",
-        Some(&hub_person),
-        data,
-        None,
-    )?;
-    println!("   set job_title of hub Person \"Nora Dahl\" to \"Head of Sales\"");
+    engine
+        .store
+        .hub_put(&engine.hub, org_id, "Person", Some(&hub_person), data, None)?;
+    println!("   hub: set job_title of Person \"Nora Dahl\" to \"Head of Sales\"");
 
-    println!("\n== sync 2: each change moves to the other side");
-    let before = handle.app.write_calls();
-    let r = run_all(&engine, std::slice::from_ref(&prepared), &opts).await?;
+    let before = writes();
+    let r = sync("each change moves on").await?;
     print_reports(&r, false);
-    println!(
-        "   writes to {}: {}",
-        args.connector,
-        handle.app.write_calls() - before
-    );
-    show(&engine, prepared.org_id, handle.app.as_ref())?;
+    let r = sync("a change read from a later connection reaches the earlier ones").await?;
+    print_reports(&r, false);
+    println!("   writes to the applications: {}", writes() - before);
+    show(&engine, org_id, &apps, &prepared)?;
 
-    println!("\n== sync 3: nothing changed, so nothing is written");
-    let before = (
-        handle.app.write_calls(),
-        engine.store.hub_seq(prepared.org_id)?,
-    );
-    let r = run_all(&engine, std::slice::from_ref(&prepared), &opts).await?;
+    let before = (writes(), engine.store.hub_seq(org_id)?);
+    let r = sync("nothing changed, so nothing is written").await?;
     print_reports(&r, false);
-    let after = (
-        handle.app.write_calls(),
-        engine.store.hub_seq(prepared.org_id)?,
-    );
+    let after = (writes(), engine.store.hub_seq(org_id)?);
     println!(
-        "   writes to {}: {}, hub changes: {}",
-        args.connector,
+        "   writes to the applications: {}, hub changes: {}",
         after.0 - before.0,
         after.1 - before.1
     );
@@ -192,35 +202,49 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
     })
 }
 
+/// What each application holds, and each hub record with the connections it is linked in.
 fn show(
     engine: &Engine,
     org_id: i64,
-    app: &dyn ferry_framework::sandbox::SandboxApp,
+    apps: &[(ferry_framework::sandbox::SandboxHandle, ConnectionConfig)],
+    prepared: &[ferry_framework::sync::Prepared],
 ) -> Result<()> {
-    println!("   in the application now:");
-    for l in app.describe() {
-        println!("     {l}");
+    for (handle, conn) in apps {
+        println!("   in {} now:", conn.name);
+        for l in handle.app.describe() {
+            println!("     {l}");
+        }
     }
-    println!("   in the hub now:");
+    let ids: Vec<i64> = prepared.iter().map(|p| p.connection_id).collect();
+    let maps = engine.store.idmaps_of(&ids)?;
+    println!("   in the hub now (and where each record is linked):");
     for entity in engine.hub.entities.keys() {
         for r in engine.store.hub_list(org_id, entity, 100)? {
-            let name = ["name", "first_name"]
-                .iter()
-                .filter_map(|k| r.data.get(*k).and_then(|v| v.as_str()))
+            let text = |k: &str| r.data.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            let name = [text("name"), text("first_name"), text("last_name")]
+                .into_iter()
+                .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ");
-            let extra = r
-                .data
-                .get("last_name")
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            let title = r
-                .data
-                .get("job_title")
-                .and_then(|v| v.as_str())
-                .map(|t| format!(" — {t}"))
-                .unwrap_or_default();
-            println!("     {entity} {name} {extra}{title}");
+            let mut extra: Vec<String> = ["job_title", "mobile"]
+                .iter()
+                .filter(|k| !text(k).is_empty())
+                .map(|k| format!("{k}: {}", text(k)))
+                .collect();
+            let linked: Vec<String> = maps
+                .iter()
+                .filter(|m| m.hub_id.as_deref() == Some(r.uid.as_str()) && m.external_id.is_some())
+                .filter_map(|m| {
+                    let p = prepared
+                        .iter()
+                        .find(|p| p.connection_id == m.connection_id)?;
+                    Some(format!("{} {}", p.config.name, m.external_entity))
+                })
+                .collect();
+            if !linked.is_empty() {
+                extra.push(format!("linked in {}", linked.join(", ")));
+            }
+            println!("     {entity} {name:?} ({})", extra.join("; "));
         }
     }
     Ok(())

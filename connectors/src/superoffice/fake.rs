@@ -717,6 +717,7 @@ impl Sandbox for FakeSandbox {
             addr: bound,
             settings: FakeSuperOffice::settings(bound),
             secrets: FakeSuperOffice::secrets(),
+            rate_limit: None,
             app: Arc::new(fake),
         })
     }
@@ -770,15 +771,21 @@ impl SandboxApp for FakeSuperOffice {
             })
             .collect();
         out.extend(g.persons.values().map(|p| {
+            let mobile = p["MobilePhones"][0]["Value"].as_str().unwrap_or("");
             format!(
-                "Person {} {} {} (Contact {})",
+                "Person {} {} {} (Contact {}){}",
                 p["PersonId"],
                 p["Firstname"].as_str().unwrap_or(""),
                 p["Lastname"].as_str().unwrap_or(""),
                 p.get("Contact")
                     .and_then(|c| c.get("ContactId"))
                     .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into())
+                    .unwrap_or_else(|| "-".into()),
+                if mobile.is_empty() {
+                    String::new()
+                } else {
+                    format!(" mobile {mobile}")
+                }
             )
         }));
         out

@@ -1070,6 +1070,11 @@ impl Sandbox for FakeSandbox {
             addr: bound,
             settings: FakeWorkflowMax::settings(bound),
             secrets: FakeWorkflowMax::secrets(),
+            rate_limit: Some(ferry_framework::rate::RateLimits {
+                per_minute: Some(600),
+                per_day: Some(50_000),
+                ..Default::default()
+            }),
             app: Arc::new(fake),
         })
     }
@@ -1095,17 +1100,19 @@ impl SandboxApp for FakeWorkflowMax {
     }
 
     fn user_edit(&self) -> String {
+        // The first contact (in client order) that did not start in WorkflowMax.
         let g = self.lock();
         let target = g
-            .contacts
-            .iter()
+            .clients
+            .values()
+            .flat_map(|c| c.contacts.iter())
+            .filter_map(|u| g.contacts.get(u).map(|c| (u, c)))
             .find(|(_, c)| {
                 c.fields
                     .get("Email")
                     .map(str_of)
                     .is_some_and(|e| !e.ends_with("harbour.example"))
             })
-            .or_else(|| g.contacts.iter().next())
             .map(|(u, c)| {
                 (
                     u.clone(),

@@ -58,8 +58,8 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
         if let AnyConnection::Sqlite(c) = conn {
             c.batch_execute(
-                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
+                 PRAGMA foreign_keys = ON;",
             )
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
@@ -86,8 +86,12 @@ impl Store {
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
             }
+            // WAL is a property of the file: set it once here, not racing on every pooled
+            // connection (which can fail with "database is locked").
             SqliteConnection::establish(url)
-                .with_context(|| format!("cannot open SQLite database {url}"))?;
+                .with_context(|| format!("cannot open SQLite database {url}"))?
+                .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
+                .with_context(|| format!("cannot switch SQLite database {url} to WAL"))?;
             Backend::Sqlite
         };
         let pool = Pool::builder()
