@@ -26,6 +26,10 @@ pub struct HubEntity {
     /// merge instead of duplicate on a first sync.
     #[serde(default)]
     pub match_on: Vec<String>,
+    /// One record per organization (a company profile, account settings): every
+    /// application's record of it merges into that one.
+    #[serde(default)]
+    pub singleton: bool,
     pub fields: BTreeMap<String, HubField>,
 }
 
@@ -45,6 +49,10 @@ pub struct HubField {
     /// For `list` fields: the fields of each item.
     #[serde(default)]
     pub items: BTreeMap<String, HubField>,
+    /// For `list` fields of sub-records (invoice lines): the item field holding each
+    /// sub-record's hub id, so applications' sub-records are matched by id, not position.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -75,6 +83,16 @@ impl HubModel {
                 }
             }
             for (fname, f) in &e.fields {
+                if let Some(k) = &f.key {
+                    if f.kind != FieldType::List
+                        || f.items.get(k).is_none_or(|i| i.kind != FieldType::String)
+                    {
+                        return Err(input_error!(
+                            "{}: entity {name}: field `{fname}`: `key: {k}` needs a list whose items have a string field `{k}`",
+                            path.display()
+                        ));
+                    }
+                }
                 if f.kind == FieldType::Reference {
                     match &f.entity {
                         Some(t) if m.entities.contains_key(t) => {}
@@ -124,9 +142,31 @@ impl HubModel {
         check_fields(&e.fields, obj, &format!("{entity} {record_label}"), "")
     }
 
-    /// The normalized value of the entity's match fields, or `None` when any is empty.
+    /// Gives every sub-record of a keyed list its hub id, so each application's copy of
+    /// it can be recorded against that id.
+    pub fn assign_item_keys(&self, entity: &str, data: &mut Value) {
+        let Some(e) = self.entities.get(entity) else {
+            return;
+        };
+        for (name, f) in &e.fields {
+            let (Some(key), Some(Value::Array(items))) = (&f.key, data.get_mut(name)) else {
+                continue;
+            };
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                if item.get(key).is_none_or(|v| !v.is_string()) {
+                    item.insert(key.clone(), uuid::Uuid::now_v7().to_string().into());
+                }
+            }
+        }
+    }
+
+    /// The normalized value of the entity's match fields, or `None` when any is empty. A
+    /// singleton's key is constant: there is one per organization.
     pub fn match_key(&self, entity: &str, data: &Value) -> Option<String> {
         let e = self.entities.get(entity)?;
+        if e.singleton {
+            return Some("\u{1f}singleton".into());
+        }
         if e.match_on.is_empty() {
             return None;
         }

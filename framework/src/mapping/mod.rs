@@ -2,6 +2,7 @@
 //! directions. Files are checked when loaded (hub model, the connector's declared fields,
 //! transforms, references, parameters) so mistakes surface before any sync runs.
 
+mod keyed;
 pub mod model;
 pub mod path;
 pub mod transforms;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use crate::hub::{FieldType, HubField, HubModel};
 use crate::input_error;
 pub use eval::{MapError, RefResolver};
+pub use keyed::ItemIds;
 use model::{MappingFile, RuleDirection, RuleFile, TransformSpec};
 use path::Path;
 
@@ -50,6 +52,8 @@ pub(crate) struct Rule {
     pub items: Vec<Rule>,
     /// Applied only when the target record is being created.
     pub create_only: bool,
+    /// A keyed list: (hub item id field, external item id field).
+    pub key: Option<(String, String)>,
 }
 
 /// What a mapping is checked against, besides the hub model.
@@ -309,6 +313,25 @@ impl CheckCtx<'_> {
                     .collect::<Result<Vec<_>>>()?
             }
         };
+        let key = match &r.key {
+            None => None,
+            Some(k) => {
+                let declared = hub_field.and_then(|f| f.key.as_deref());
+                let top = self.external_fields.is_some()
+                    && hub.as_ref().is_some_and(|h| h.keys().len() == 1);
+                if r.items.is_none() || !top || declared != Some(k.hub.as_str()) {
+                    return Err(self.err(
+                        line,
+                        &label,
+                        &format!(
+                            "`key` needs `items` on a top-level hub list whose model declares `key: {}`",
+                            k.hub
+                        ),
+                    ));
+                }
+                Some((k.hub.clone(), k.external.clone()))
+            }
+        };
         Ok(Rule {
             hub,
             external,
@@ -320,6 +343,7 @@ impl CheckCtx<'_> {
             reference: r.reference.clone(),
             items,
             create_only: r.on == Some(model::RuleWhen::Create),
+            key,
         })
     }
 }

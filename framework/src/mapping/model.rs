@@ -53,6 +53,17 @@ pub struct RuleFile {
     /// (a source stamp, a default the application's users may change later).
     #[serde(default)]
     pub on: Option<RuleWhen>,
+    /// With `items`: match list items by these id fields, not by position.
+    #[serde(default)]
+    pub key: Option<KeyFile>,
+}
+
+/// `key: { hub: id, external: LineID }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub hub: String,
+    pub external: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

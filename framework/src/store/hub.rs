@@ -213,11 +213,22 @@ impl Store {
         org_id: i64,
         entity: &str,
         uid: Option<&str>,
-        data: Value,
+        mut data: Value,
         updated_at: Option<DateTime<Utc>>,
     ) -> Result<String> {
         let label = uid.unwrap_or("(new)");
+        model.assign_item_keys(entity, &mut data);
         model.validate(entity, label, &data)?;
+        if uid.is_none() && model.entity(entity).is_some_and(|e| e.singleton) {
+            let mut c = self.conn()?;
+            let key = model.match_key(entity, &data).unwrap_or_default();
+            if let Some((_, h)) = Self::hub_by_match_keys(&mut c, org_id, entity, &[key])?.pop() {
+                return Err(crate::input_error!(
+                    "{entity} is one record per organization and it has one already ({})",
+                    h.uid
+                ));
+            }
+        }
         let w = HubWrite {
             uid: uid.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string),
             create: uid.is_none(),

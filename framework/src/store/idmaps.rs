@@ -102,6 +102,18 @@ impl IdMap {
     pub fn set_parent(&mut self, parent: &str) {
         self.set_meta("parent", parent.into());
     }
+
+    /// Which external sub-record goes with which hub item, per keyed list.
+    pub fn item_ids(&self) -> crate::mapping::ItemIds {
+        self.meta()
+            .get("items")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn set_item_ids(&mut self, ids: &crate::mapping::ItemIds) {
+        self.set_meta("items", serde_json::to_value(ids).unwrap_or_default());
+    }
 }
 
 impl Store {

@@ -302,7 +302,12 @@ impl EntitySync<'_> {
                 }
             }
             match self.mapping.to_hub(&r, &refs) {
-                Ok(v) => mapped.push((m, v, updated, moved, r)),
+                Ok(mut v) => {
+                    // Compared before keying: item ids are Ferry's, not the application's.
+                    let hp = content_hash(&v);
+                    self.key_items(&mut m, &r, &mut v);
+                    mapped.push((m, v, hp, updated, moved, r))
+                }
                 Err(e) => {
                     self.map_failed(&mut m, retry::HUB, &e);
                     out_maps.push(m);
@@ -332,8 +337,7 @@ impl EntitySync<'_> {
 
         let mut writes: Vec<HubWrite> = Vec::new();
         let mut claimed: HashSet<String> = HashSet::new();
-        for (mut m, v, updated, moved, r) in mapped {
-            let hp = content_hash(&v);
+        for (mut m, v, hp, updated, moved, r) in mapped {
             let ext_id = m.external_id.clone().unwrap_or_default();
             if m.hub_id.is_some() && m.ext_hash.as_deref() == Some(hp.as_str()) {
                 self.counts.skipped += 1;
@@ -344,6 +348,9 @@ impl EntitySync<'_> {
                 }
                 continue;
             }
+            // Matched to a hub record on first sight (match_on, a singleton): the hub may hold
+            // values the application lacks, so the push half compares instead of skipping.
+            let matched = m.hub_id.is_none();
             let existing = match &m.hub_id {
                 Some(uid) => hubs.get(uid).cloned(),
                 None => {
@@ -393,6 +400,9 @@ impl EntitySync<'_> {
                         self.counts.skipped += 1;
                         m.hub_id = Some(h.uid.clone());
                         self.linked(&mut m, hp, &merged);
+                        if matched {
+                            m.hub_hash = None;
+                        }
                         claimed.insert(h.uid.clone());
                         refs.add(hub_entity, &ext_id, &h.uid);
                         out_maps.push(m);
@@ -402,7 +412,13 @@ impl EntitySync<'_> {
                 }
                 None => {
                     // Creation-only rules (a source stamp) apply to a new hub record.
-                    let v = self.mapping.to_hub_new(&r, &refs).unwrap_or(v);
+                    let v = match self.mapping.to_hub_new(&r, &refs) {
+                        Ok(mut new) => {
+                            self.key_items(&mut m, &r, &mut new);
+                            new
+                        }
+                        Err(_) => v,
+                    };
                     (uuid::Uuid::now_v7().to_string(), v, true)
                 }
             };
@@ -422,6 +438,9 @@ impl EntitySync<'_> {
             m.hub_id = Some(uid.clone());
             m.last_push_to_hub = Some(now());
             self.linked(&mut m, hp, &data);
+            if matched && !create {
+                m.hub_hash = None;
+            }
             claimed.insert(uid.clone());
             refs.add(hub_entity, &ext_id, &uid);
             writes.push(HubWrite {
@@ -450,6 +469,15 @@ impl EntitySync<'_> {
             }
             self.renew(c)
         })
+    }
+
+    /// Gives keyed list items their hub ids, recording the pairs on the id map.
+    fn key_items(&self, m: &mut IdMap, external: &Value, hub: &mut Value) {
+        if self.mapping.has_keyed_lists() {
+            let mut ids = m.item_ids();
+            self.mapping.key_hub_items(external, hub, &mut ids);
+            m.set_item_ids(&ids);
+        }
     }
 
     fn new_map_for_external(&self, id: &str) -> IdMap {

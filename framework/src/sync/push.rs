@@ -145,7 +145,11 @@ impl EntitySync<'_> {
                 self.mapping.to_external(&rec.data, &refs)
             };
             let payload = match mapped {
-                Ok(p) => p,
+                Ok(mut p) => {
+                    self.mapping
+                        .key_external_items(&rec.data, &mut p, &m.item_ids());
+                    p
+                }
                 Err(e) => {
                     self.map_failed(&mut m, retry::EXTERNAL, &e);
                     done.push(m);
@@ -245,6 +249,11 @@ impl EntitySync<'_> {
                         self.counts.updated_in_app += 1;
                     }
                     refs.add(hub_entity, &ext_id, &w.rec.uid);
+                    if self.mapping.has_keyed_lists() {
+                        let mut ids = w.map.item_ids();
+                        self.mapping.learn_item_ids(&w.rec.data, &stored, &mut ids);
+                        w.map.set_item_ids(&ids);
+                    }
                     w.map.external_id = Some(ext_id);
                     w.map.ext_hash = Some(external_fingerprint(self.mapping, &stored, &refs));
                     w.map.hub_hash = Some(h);
