@@ -9,8 +9,8 @@ use common::{backends, counts, hubbed, quick_limits};
 use ferry_connectors::workflowmax::fake::{Failure, Limits, Target};
 use ferry_framework::connector::{self, ConnectionContext};
 use ferry_framework::entity::PageRequest;
+use ferry_framework::http::rate::{RateBudget, RateLimits};
 use ferry_framework::http::{ApiStats, TokenStore};
-use ferry_framework::rate::{RateBudget, RateLimits};
 use ferry_framework::store::idmaps::state;
 use serde_json::json;
 
@@ -352,5 +352,40 @@ async fn superoffice_to_hub_to_workflowmax_and_back() {
         assert_eq!(e.so.writes(), so_writes);
         assert_eq!(e.wfm.writes(), wfm_writes);
         assert_eq!(e.hub_seq(), seq);
+    }
+}
+
+#[tokio::test]
+async fn incremental_reads_page_and_filter_by_modifiedsince() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let mut e = hubbed(&url, false, quick_limits(), json!({})).await;
+        e.engine.settings.sync.first_sync_batch_size = 2;
+        // Five clients last modified yesterday.
+        e.wfm
+            .set_clock(Some(chrono::Utc::now() - chrono::Duration::days(1)));
+        let ids: Vec<String> = (0..5)
+            .map(|i| e.wfm.add_client(&format!("Old {i}"), json!({})))
+            .collect();
+        e.wfm.set_clock(None);
+        let r = e.sync_wfm().await;
+        assert_eq!(counts(&r, "client").created_in_hub, 5, "{r:?}");
+        assert_eq!(e.wfm.calls("list"), 3, "pages of 2, 2 and 1");
+
+        // Later runs ask only for what changed since the last read (less the lookback).
+        e.wfm.edit(&ids[3], json!({"Phone": "+64 9 000"}));
+        let r = e.sync_wfm().await;
+        let c = counts(&r, "client");
+        assert_eq!((c.fetched, c.updated_in_hub), (1, 1), "{r:?}");
+        assert_eq!(
+            e.hub_named("Organization", "name", "Old 3").unwrap().data["phone"],
+            "+64 9 000"
+        );
+
+        // A 429 with Retry-After is waited out, not failed.
+        e.wfm.fail_next(Target::List, Failure::Status(429));
+        let r = e.sync_wfm().await;
+        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(e.wfm.rate_report().2, 0, "an injected 429 is not a refusal");
     }
 }

@@ -266,7 +266,7 @@ pub struct ConnectionConfig {
     pub entities: BTreeMap<String, EntitySelection>,
     /// Overrides of the connector's default call limits for this account.
     #[serde(default)]
-    pub rate_limit: Option<crate::rate::RateLimits>,
+    pub rate_limit: Option<crate::http::rate::RateLimits>,
 }
 
 /// Where a secret comes from. Only environment variables: secrets never live in files.

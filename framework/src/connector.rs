@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::entity::{Entity, ExternalClient};
+use crate::http::rate::{RateBudget, RateLimits};
 use crate::http::{ApiStats, TokenStore};
-use crate::rate::{RateBudget, RateLimits};
 use crate::sandbox::Sandbox;
 
 /// Everything a connector needs to talk to one account of its application.

@@ -9,8 +9,6 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod mapping;
-pub mod oauth;
-pub mod rate;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;

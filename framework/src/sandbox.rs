@@ -23,7 +23,7 @@ pub struct SandboxHandle {
     /// Secrets the fake accepts (sandbox values, not real credentials).
     pub secrets: BTreeMap<String, String>,
     /// The call limits the fake enforces, when they differ from the connector's defaults.
-    pub rate_limit: Option<crate::rate::RateLimits>,
+    pub rate_limit: Option<crate::http::rate::RateLimits>,
     pub app: Arc<dyn SandboxApp>,
 }
 

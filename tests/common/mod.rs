@@ -12,8 +12,8 @@ use ferry_connectors::workflowmax::fake::{FakeWorkflowMax, Limits};
 use ferry_framework::config::{
     ConflictPolicy, ConnectionConfig, EntitySelection, OrgConfig, Settings,
 };
+use ferry_framework::http::rate::RateLimits;
 use ferry_framework::hub::HubModel;
-use ferry_framework::rate::RateLimits;
 use ferry_framework::secrets::Cipher;
 use ferry_framework::store::Store;
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};

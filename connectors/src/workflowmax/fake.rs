@@ -1070,7 +1070,7 @@ impl Sandbox for FakeSandbox {
             addr: bound,
             settings: FakeWorkflowMax::settings(bound),
             secrets: FakeWorkflowMax::secrets(),
-            rate_limit: Some(ferry_framework::rate::RateLimits {
+            rate_limit: Some(ferry_framework::http::rate::RateLimits {
                 per_minute: Some(600),
                 per_day: Some(50_000),
                 ..Default::default()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use ferry_framework::connector::{ConnectionContext, Connector};
 use ferry_framework::entity::{Capabilities, ComplexEntity, Entity, EntityDef, ExternalClient};
-use ferry_framework::rate::RateLimits;
+use ferry_framework::http::rate::RateLimits;
 use ferry_framework::sandbox::Sandbox;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
 use crate::connector::{self, ConnectionContext, Connector};
 use crate::entity::{Entity, EntityDef, ExternalClient, RouteFn};
+use crate::http::rate::RateBudget;
 use crate::http::{ApiStats, TokenStore};
 use crate::hub::HubModel;
 use crate::input_error;
 use crate::mapping::Mapping;
-use crate::rate::RateBudget;
 use crate::secrets::Cipher;
 use crate::store::Store;
 

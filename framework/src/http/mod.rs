@@ -1,5 +1,9 @@
 //! The HTTP toolkit connectors share: error classification, retries that honour Retry-After,
-//! API call counting, and token storage for OAuth flows.
+//! API call counting, token storage and refresh for OAuth flows ([`oauth`]), and call
+//! budgets ([`rate`]).
+
+pub mod oauth;
+pub mod rate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
