@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Hub as _;
+
 use chrono::{Duration, SubsecRound, Utc};
 use common::{backends, env, Opts};
 use ferry_connectors::superoffice::fake::{Failure, Target};

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Hub as _;
+
 use std::sync::Arc;
 
 use common::{backends, counts, hubbed, quick_limits};

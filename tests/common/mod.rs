@@ -125,39 +125,6 @@ impl Env {
             .unwrap()
     }
 
-    pub fn org_id(&self) -> i64 {
-        self.prepared.org_id
-    }
-
-    pub fn hub_seq(&self) -> i64 {
-        self.engine.store.hub_seq(self.org_id()).unwrap()
-    }
-
-    pub fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {
-        self.engine
-            .store
-            .hub_list(self.org_id(), entity, 10_000)
-            .unwrap()
-    }
-
-    pub fn hub_named(
-        &self,
-        entity: &str,
-        key: &str,
-        value: &str,
-    ) -> Option<ferry_framework::store::hub::HubRecord> {
-        self.hub(entity)
-            .into_iter()
-            .find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
-    }
-
-    pub fn put(&self, entity: &str, uid: Option<&str>, data: serde_json::Value) -> String {
-        self.engine
-            .store
-            .hub_put(&self.engine.hub, self.org_id(), entity, uid, data, None)
-            .unwrap()
-    }
-
     pub fn idmaps(&self) -> Vec<ferry_framework::store::idmaps::IdMap> {
         self.engine
             .store
@@ -282,39 +249,6 @@ impl Hubbed {
             .unwrap()
     }
 
-    pub fn org_id(&self) -> i64 {
-        self.wfm_conn.org_id
-    }
-
-    pub fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {
-        self.engine
-            .store
-            .hub_list(self.org_id(), entity, 10_000)
-            .unwrap()
-    }
-
-    pub fn hub_named(
-        &self,
-        entity: &str,
-        key: &str,
-        value: &str,
-    ) -> Option<ferry_framework::store::hub::HubRecord> {
-        self.hub(entity)
-            .into_iter()
-            .find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
-    }
-
-    pub fn put(&self, entity: &str, uid: Option<&str>, data: serde_json::Value) -> String {
-        self.engine
-            .store
-            .hub_put(&self.engine.hub, self.org_id(), entity, uid, data, None)
-            .unwrap()
-    }
-
-    pub fn hub_seq(&self) -> i64 {
-        self.engine.store.hub_seq(self.org_id()).unwrap()
-    }
-
     pub fn wfm_idmaps(&self) -> Vec<ferry_framework::store::idmaps::IdMap> {
         self.engine
             .store
@@ -331,4 +265,57 @@ pub fn counts(report: &RunReport, entity: &str) -> ferry_framework::sync::Counts
         .unwrap_or_else(|| panic!("no {entity} in {report:?}"))
         .counts
         .clone()
+}
+
+/// Reading and writing one organization's hub, for any harness.
+pub trait Hub {
+    fn engine(&self) -> &Engine;
+    fn org_id(&self) -> i64;
+
+    fn hub_seq(&self) -> i64 {
+        self.engine().store.hub_seq(self.org_id()).unwrap()
+    }
+
+    fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {
+        self.engine()
+            .store
+            .hub_list(self.org_id(), entity, 10_000)
+            .unwrap()
+    }
+
+    fn hub_named(
+        &self,
+        entity: &str,
+        key: &str,
+        value: &str,
+    ) -> Option<ferry_framework::store::hub::HubRecord> {
+        self.hub(entity)
+            .into_iter()
+            .find(|r| r.data.get(key).and_then(|v| v.as_str()) == Some(value))
+    }
+
+    fn put(&self, entity: &str, uid: Option<&str>, data: serde_json::Value) -> String {
+        let e = self.engine();
+        e.store
+            .hub_put(&e.hub, self.org_id(), entity, uid, data, None)
+            .unwrap()
+    }
+}
+
+impl Hub for Env {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+    fn org_id(&self) -> i64 {
+        self.prepared.org_id
+    }
+}
+
+impl Hub for Hubbed {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+    fn org_id(&self) -> i64 {
+        self.wfm_conn.org_id
+    }
 }

@@ -168,13 +168,7 @@ impl FakeWorkflowMax {
 
     /// Serves the fake on `addr`; returns the bound address. The server stops with the runtime.
     pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let bound = listener.local_addr()?;
-        let app = self.router();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(bound)
+        crate::serve(self.router(), addr).await
     }
 
     pub fn router(&self) -> Router {
