@@ -203,6 +203,7 @@ fn env(url: &str) -> Env {
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
         rate_limit: None,
+        webhooks: None,
         entities: [
             ("invoice".to_string(), EntitySelection::default()),
             ("profile".to_string(), EntitySelection::default()),
@@ -214,6 +215,7 @@ fn env(url: &str) -> Env {
         name: "Acme".into(),
         sync_enabled: true,
         date_filtering_limit: None,
+        sync_interval_seconds: None,
         connections: vec![conn.clone()],
         source: "test".into(),
     };

@@ -36,6 +36,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     #[serde(default)]
     pub paths: PathSettings,
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
     /// Directory of the settings file; relative paths in it are resolved against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -104,6 +106,50 @@ impl Default for SyncSettings {
     }
 }
 
+/// `ferry serve` and `ferry worker`: the HTTP server, the job queue and the scheduler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Where `ferry serve` listens.
+    pub listen: String,
+    /// How often each organization syncs, unless its config says otherwise.
+    pub sync_interval_seconds: u64,
+    /// Up to this share of the interval is added at random per connection, so many
+    /// organizations do not sync at the same second.
+    pub jitter_ratio: f64,
+    /// A job's lease; a worker renews it while it works, so only a dead worker's job
+    /// passes to another after this.
+    pub job_lease_seconds: i64,
+    /// Attempts before a job is dead.
+    pub max_attempts: i32,
+    /// Backoff after a failed attempt: `retry_base_seconds * 2^(attempt-1)`, capped.
+    pub retry_base_seconds: i64,
+    pub retry_cap_seconds: i64,
+    /// How often an idle worker looks for work, and the scheduler for due syncs.
+    pub poll_millis: u64,
+    /// Webhook events for one connection arriving within this window run as one sync.
+    pub webhook_coalesce_seconds: i64,
+    /// `ferry status` groups runs of a connection this close together.
+    pub run_cluster_minutes: i64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            sync_interval_seconds: 900,
+            jitter_ratio: 0.1,
+            job_lease_seconds: 120,
+            max_attempts: 5,
+            retry_base_seconds: 30,
+            retry_cap_seconds: 3600,
+            poll_millis: 1000,
+            webhook_coalesce_seconds: 2,
+            run_cluster_minutes: 15,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathSettings {
@@ -149,6 +195,7 @@ impl Settings {
             secrets: SecretSettings::default(),
             sync: SyncSettings::default(),
             paths: PathSettings::default(),
+            runtime: RuntimeSettings::default(),
             base_dir: base_dir.to_path_buf(),
         }
     }
@@ -213,6 +260,9 @@ pub struct OrgConfig {
     /// Records last changed before this are never synced (Maestrano's "no historical data").
     #[serde(default)]
     pub date_filtering_limit: Option<DateTime<Utc>>,
+    /// How often the scheduler syncs this organization (else settings' default).
+    #[serde(default)]
+    pub sync_interval_seconds: Option<u64>,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
     #[serde(skip)]
@@ -267,6 +317,25 @@ pub struct ConnectionConfig {
     /// Overrides of the connector's default call limits for this account.
     #[serde(default)]
     pub rate_limit: Option<crate::http::rate::RateLimits>,
+    /// Webhooks the application sends to `ferry serve` for this connection.
+    #[serde(default)]
+    pub webhooks: Option<WebhookConfig>,
+}
+
+/// How webhooks of a connection are verified and which changes matter.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Shared secret of the application's signature (HMAC), when it signs.
+    #[serde(default)]
+    pub secret: Option<SecretRef>,
+    /// Else a shared token the sender puts in `Authorization: Bearer` or `?token=`.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// Per entity, the changed fields (as the application names them) that are worth a
+    /// sync; other changes are recorded as skipped. An entity not listed: every change.
+    #[serde(default)]
+    pub relevant: BTreeMap<String, Vec<String>>,
 }
 
 /// Where a secret comes from. Only environment variables: secrets never live in files.

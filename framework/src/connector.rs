@@ -56,6 +56,10 @@ pub trait Connector: Send + Sync + 'static {
     }
     /// Builds the API client for one connection.
     fn open(&self, ctx: ConnectionContext) -> Result<Arc<dyn ExternalClient>>;
+    /// How the application's webhooks are verified and read, if it sends any.
+    fn webhooks(&self) -> Option<Box<dyn crate::webhook::WebhookFormat>> {
+        None
+    }
     /// A faithful fake of the application, for the demo, tests and integrators' sandboxes.
     fn sandbox(&self) -> Option<Box<dyn Sandbox>> {
         None

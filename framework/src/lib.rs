@@ -9,10 +9,13 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod mapping;
+pub mod runtime;
 pub mod sandbox;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod sync;
+pub mod webhook;
 
 pub use error::InputError;
 

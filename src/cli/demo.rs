@@ -104,6 +104,7 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
             secrets: BTreeMap::new(),
             parameters: BTreeMap::new(),
             rate_limit: handle.rate_limit,
+            webhooks: None,
             entities: conn_def
                 .entities()
                 .iter()
@@ -117,6 +118,7 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
         name: "Demo Org".into(),
         sync_enabled: true,
         date_filtering_limit: None,
+        sync_interval_seconds: None,
         connections: apps.iter().map(|(_, c)| c.clone()).collect(),
         source: "demo".into(),
     };

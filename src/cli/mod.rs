@@ -2,6 +2,7 @@
 //! errors (or failed), 2 bad input or configuration.
 
 mod demo;
+mod serve;
 mod show;
 mod sync;
 
@@ -61,6 +62,20 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve a connector's fake application (a sandbox for integrators and the shipped config).
     Sandbox(demo::SandboxArgs),
+    /// Run the HTTP server (webhooks, /healthz), a worker and the scheduler in one process.
+    Serve(serve::ServeArgs),
+    /// Run queued jobs (several workers share a PostgreSQL database).
+    Worker,
+    /// Queued, running, done and dead jobs, newest first.
+    Jobs {
+        /// Only jobs in this state (queued, running, done, dead).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +132,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Command::Sync(args) => sync::sync(&settings, args).await,
+                Command::Serve(args) => serve::serve(&settings, args).await,
+                Command::Worker => serve::worker(&settings).await,
+                Command::Jobs {
+                    status,
+                    limit,
+                    json,
+                } => show::jobs(&settings, status.as_deref(), limit, json),
                 Command::Status { json } => show::status(&settings, json),
                 Command::Idmaps { org, json } => show::idmaps(&settings, &org, json),
                 Command::Hub {

@@ -6,6 +6,7 @@ use anyhow::Result;
 use ferry_framework::config::Settings;
 use ferry_framework::connector::registry;
 use ferry_framework::input_error;
+use ferry_framework::store::runs::cluster_runs;
 use ferry_framework::store::Store;
 use ferry_framework::sync::EntityReport;
 use serde_json::json;
@@ -66,24 +67,42 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
     let store = open(settings)?;
     // (org, connection, connector, last run, its per-entity reports)
     let mut rows = Vec::new();
+    let window = chrono::Duration::minutes(settings.runtime.run_cluster_minutes);
     for org in store.orgs()? {
         for conn in store.connections_of(org.id)? {
-            let last = store.runs_of(conn.id, 1)?.pop();
+            let runs = store.runs_of(conn.id, 200)?;
+            let groups = cluster_runs(&runs, window);
+            let last = runs.into_iter().next();
             let entities: Vec<EntityReport> = last
                 .as_ref()
                 .and_then(|r| serde_json::from_str(&r.counts).ok())
                 .unwrap_or_default();
-            rows.push((org.slug.clone(), conn.name, conn.connector, last, entities));
+            let group = groups.into_iter().next();
+            rows.push((
+                org.slug.clone(),
+                conn.name,
+                conn.connector,
+                last,
+                entities,
+                group,
+            ));
         }
     }
     if json_out {
         let v: Vec<_> = rows
             .iter()
-            .map(|(org, conn, connector, last, entities)| {
+            .map(|(org, conn, connector, last, entities, group)| {
                 json!({
                     "organization": org,
                     "connection": conn,
                     "connector": connector,
+                    "sync_run": group.as_ref().map(|g| json!({
+                        "status": g.status,
+                        "runs": g.runs,
+                        "by_status": g.by_status,
+                        "first_started": g.first_started.and_utc().to_rfc3339(),
+                        "last_started": g.last_started.and_utc().to_rfc3339(),
+                    })),
                     "last_run": last.as_ref().map(|r| json!({
                         "id": r.id,
                         "status": r.status,
@@ -101,6 +120,7 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
     let mut t = table(vec![
         "org",
         "connection",
+        "sync run (grouped)",
         "last run",
         "status",
         "entity",
@@ -110,12 +130,20 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
         "conflicts",
         "errors",
     ]);
-    for (org, conn, _, last, entities) in rows {
+    for (org, conn, _, last, entities, group) in rows {
         let when = last
             .as_ref()
             .map_or("never".to_string(), |r| r.started_at.and_utc().to_rfc3339());
         let status = last.as_ref().map_or("-".to_string(), |r| r.status.clone());
-        let head = vec![org, conn, when, status];
+        let grouped = group.map_or("-".to_string(), |g| {
+            let parts: Vec<String> = g
+                .by_status
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect();
+            format!("{} ({} runs: {})", g.status, g.runs, parts.join(", "))
+        });
+        let head = vec![org, conn, grouped, when, status];
         if entities.is_empty() {
             t.add_row(head.clone());
         }
@@ -223,6 +251,51 @@ pub fn hub_list(
             r.seq.to_string(),
             r.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             r.data.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn jobs(
+    settings: &Settings,
+    status: Option<&str>,
+    limit: usize,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = open(settings)?;
+    let jobs = store.jobs(status, limit)?;
+    let rows: Vec<_> = jobs
+        .iter()
+        .map(|j| json!({
+            "id": j.id, "kind": j.kind, "status": j.status, "attempts": j.attempts,
+            "max_attempts": j.max_attempts, "run_at": j.run_at.and_utc().to_rfc3339(),
+            "payload": serde_json::from_str::<serde_json::Value>(&j.payload).unwrap_or_default(),
+            "last_error": j.last_error, "lease_owner": j.lease_owner,
+        }))
+        .collect();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(vec![
+        "id",
+        "kind",
+        "status",
+        "attempts",
+        "run at",
+        "payload",
+        "last error",
+    ]);
+    for r in rows {
+        t.add_row(vec![
+            r["id"].to_string(),
+            r["kind"].as_str().unwrap_or("").to_string(),
+            r["status"].as_str().unwrap_or("").to_string(),
+            format!("{}/{}", r["attempts"], r["max_attempts"]),
+            r["run_at"].as_str().unwrap_or("").to_string(),
+            r["payload"].to_string(),
+            r["last_error"].as_str().unwrap_or("").to_string(),
         ]);
     }
     println!("{t}");

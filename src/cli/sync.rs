@@ -26,6 +26,9 @@ pub struct SyncArgs {
     /// Print what would be created, updated, deferred; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Queue the syncs as jobs for `ferry worker` / `ferry serve` instead of running them.
+    #[arg(long, conflicts_with_all = ["dry_run", "entities"])]
+    pub enqueue: bool,
 }
 
 pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
@@ -58,10 +61,37 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
     if prepared.is_empty() {
         return Err(input_error!("nothing to sync: no connection matches"));
     }
+    if args.enqueue {
+        for p in &prepared {
+            let job = ferry_framework::runtime::SyncJob {
+                org: p.org.slug.clone(),
+                connection: p.config.name.clone(),
+                full: args.full,
+                ..Default::default()
+            };
+            let id = engine
+                .store
+                .enqueue(&ferry_framework::store::jobs::NewJob {
+                    kind: ferry_framework::runtime::SYNC,
+                    payload: &serde_json::to_string(&job)?,
+                    dedupe_key: None,
+                    run_at: ferry_framework::store::orgs::now(),
+                    max_attempts: settings.runtime.max_attempts,
+                })?;
+            println!(
+                "queued job {} : sync {}/{}",
+                id.unwrap_or_default(),
+                job.org,
+                job.connection
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = SyncOptions {
         entities: args.entities.clone(),
         full: args.full,
         dry_run: args.dry_run,
+        ..Default::default()
     };
     let reports = run_all(&engine, &prepared, &opts).await?;
     print_reports(&reports, args.dry_run);

@@ -75,6 +75,7 @@ pub fn org(connections: Vec<ConnectionConfig>) -> OrgConfig {
         name: "Acme".into(),
         sync_enabled: true,
         date_filtering_limit: None,
+        sync_interval_seconds: None,
         connections,
         source: "test".into(),
     }
@@ -95,6 +96,7 @@ pub async fn env(url: &str, opts: Opts) -> Env {
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
         rate_limit: None,
+        webhooks: None,
         entities: [
             ("organization".to_string(), sel.clone()),
             ("person".to_string(), sel),
@@ -191,6 +193,7 @@ pub async fn hubbed(
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
         rate_limit: Some(limits.1),
+        webhooks: None,
         entities: [("client".to_string(), EntitySelection::default())].into(),
     };
     let so = FakeSuperOffice::new();
@@ -202,6 +205,7 @@ pub async fn hubbed(
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
         rate_limit: None,
+        webhooks: None,
         entities: [
             ("organization".to_string(), EntitySelection::default()),
             ("person".to_string(), EntitySelection::default()),

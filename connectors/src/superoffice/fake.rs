@@ -34,6 +34,9 @@ pub enum Failure {
     Delay(Duration),
     /// Perform the write, then answer 500 as if the connection broke afterwards.
     AfterCommit,
+    /// Perform the write, then take this long to answer (a caller killed meanwhile never
+    /// learns the write happened).
+    CommitThenHang(Duration),
 }
 
 /// Which requests an injected failure applies to.
@@ -56,6 +59,8 @@ struct Inner {
     calls: HashMap<String, u64>,
     failures: VecDeque<(Target, Failure)>,
     clock: Option<DateTime<Utc>>,
+    /// Where webhooks go (`TargetUrl`) and the webhook's `Secret`, once registered.
+    webhook: Option<(String, Option<String>)>,
 }
 
 /// Handle on the fake's state, shared with its server.
@@ -139,6 +144,12 @@ impl FakeSuperOffice {
         self.lock().failures.push_back((target, failure));
     }
 
+    /// Registers a webhook (`POST /api/v1/Webhook`): every later change is delivered to
+    /// `url`, signed with `secret` when there is one.
+    pub fn subscribe(&self, url: &str, secret: Option<&str>) {
+        self.lock().webhook = Some((url.to_string(), secret.map(str::to_string)));
+    }
+
     /// Invalidates every issued access token (as an expiry would).
     pub fn expire_tokens(&self) {
         self.lock().tokens.clear();
@@ -179,12 +190,15 @@ impl FakeSuperOffice {
         let Some(rec) = table.get_mut(&id) else {
             return false;
         };
-        if let (Value::Object(r), Value::Object(f)) = (rec, fields) {
+        let old = rec.clone();
+        if let (Value::Object(r), Value::Object(f)) = (&mut *rec, fields) {
             for (k, v) in f {
                 r.insert(k, v);
             }
             r.insert("UpdatedDate".into(), Value::String(now));
         }
+        let changes = changed_columns(&old, rec);
+        notify(&g, entity, id, "changed", Some(changes));
         true
     }
 
@@ -338,7 +352,66 @@ fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
     if let Some(t) = table(g, entity) {
         t.insert(id, rec.clone());
     }
+    notify(g, entity, id, "created", None);
     (id, rec)
+}
+
+/// SuperOffice's `Changes` name database columns; the fake derives them from the changed
+/// properties (`OrgNr` -> `orgnr`, `UserDefinedFields` -> `userdef_id`).
+fn changed_columns(old: &Value, new: &Value) -> Vec<String> {
+    let mut out = vec!["updated".to_string(), "updated_associate_id".to_string()];
+    if let (Value::Object(o), Value::Object(n)) = (old, new) {
+        for (k, v) in n {
+            if matches!(k.as_str(), "UpdatedDate" | "CreatedDate") || o.get(k) == Some(v) {
+                continue;
+            }
+            out.push(match k.as_str() {
+                "UserDefinedFields" => "userdef_id".into(),
+                "Contact" => "contact_id".into(),
+                other => other.to_lowercase(),
+            });
+        }
+    }
+    out
+}
+
+/// Sends a webhook delivery to the registered target, as SuperOffice does after every
+/// change (its own API's writes included), signed when the webhook has a secret.
+fn notify(g: &Inner, entity: &str, id: i64, what: &str, changes: Option<Vec<String>>) {
+    let Some((url, secret)) = g.webhook.clone() else {
+        return;
+    };
+    let name = entity.to_lowercase();
+    let event = format!("{name}.{what}");
+    let body = json!({
+        "EventId": uuid::Uuid::new_v4().to_string(),
+        "Timestamp": fmt_date(FakeSuperOffice::now(g)),
+        "Changes": changes.unwrap_or_default(),
+        "Event": event,
+        "PrimaryKey": id,
+        "Entity": name,
+        "ContextIdentifier": CONTEXT,
+        "ChangedByAssociateId": 5,
+        "WebhookName": "Ferry",
+        "FieldValues": {},
+    })
+    .to_string();
+    tokio::spawn(async move {
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("X-SuperOffice-Event", event)
+            .header("User-Agent", "NetServer-Webhook/10.3");
+        if let Some(s) = secret {
+            req = req.header(
+                "X-SuperOffice-Signature",
+                ferry_framework::webhook::hmac_sha256_base64(&s, body.as_bytes()),
+            );
+        }
+        if let Err(e) = req.body(body).send().await {
+            tracing::debug!(error = %e, "fake SuperOffice: webhook delivery failed");
+        }
+    });
 }
 
 /// Checks a write body against what SuperOffice would refuse.
@@ -378,20 +451,26 @@ async fn create(
     let Some(Json(body)) = body else {
         return so_error(400, "SoValidationException", "A body is required");
     };
-    let mut g = fake.lock();
-    if table(&mut g, &entity).is_none() {
-        return so_error(
-            404,
-            "SoNotFoundException",
-            &format!("Unknown entity {entity}"),
-        );
-    }
-    if let Err(msg) = check_body(&g, &entity, &body) {
-        return so_error(400, "SoValidationException", &msg);
-    }
-    let (_, rec) = store(&mut g, &entity, body);
-    if let Some(Failure::AfterCommit) = failure {
-        return so_error(500, "SoException", "The connection was reset");
+    let rec = {
+        let mut g = fake.lock();
+        if table(&mut g, &entity).is_none() {
+            return so_error(
+                404,
+                "SoNotFoundException",
+                &format!("Unknown entity {entity}"),
+            );
+        }
+        if let Err(msg) = check_body(&g, &entity, &body) {
+            return so_error(400, "SoValidationException", &msg);
+        }
+        store(&mut g, &entity, body).1
+    };
+    match failure {
+        Some(Failure::AfterCommit) => {
+            return so_error(500, "SoException", "The connection was reset")
+        }
+        Some(Failure::CommitThenHang(d)) => tokio::time::sleep(d).await,
+        _ => {}
     }
     (StatusCode::CREATED, Json(rec)).into_response()
 }
@@ -435,37 +514,46 @@ async fn update(
     let Some(Json(body)) = body else {
         return so_error(400, "SoValidationException", "A body is required");
     };
-    let mut g = fake.lock();
-    let Ok(n) = id.parse::<i64>() else {
-        return so_error(
-            400,
-            "SoValidationException",
-            &format!("{id:?} is not an id"),
-        );
+    let new = {
+        let mut g = fake.lock();
+        let Ok(n) = id.parse::<i64>() else {
+            return so_error(
+                400,
+                "SoValidationException",
+                &format!("{id:?} is not an id"),
+            );
+        };
+        if let Err(msg) = check_body(&g, &entity, &body) {
+            return so_error(400, "SoValidationException", &msg);
+        }
+        let now = fmt_date(FakeSuperOffice::now(&g));
+        let key = id_key(&entity);
+        let Some(rec) = table(&mut g, &entity).and_then(|t| t.get_mut(&n)) else {
+            return so_error(
+                404,
+                "SoNotFoundException",
+                &format!("{entity} id {id} not found"),
+            );
+        };
+        // PUT replaces the entity; ids and system dates stay the server's.
+        let created = rec.get("CreatedDate").cloned().unwrap_or(Value::Null);
+        let mut new = body;
+        if let Value::Object(m) = &mut new {
+            m.insert(key.into(), json!(n));
+            m.insert("CreatedDate".into(), created);
+            m.insert("UpdatedDate".into(), Value::String(now));
+        }
+        let changes = changed_columns(rec, &new);
+        *rec = new.clone();
+        notify(&g, &entity, n, "changed", Some(changes));
+        new
     };
-    if let Err(msg) = check_body(&g, &entity, &body) {
-        return so_error(400, "SoValidationException", &msg);
-    }
-    let now = fmt_date(FakeSuperOffice::now(&g));
-    let key = id_key(&entity);
-    let Some(rec) = table(&mut g, &entity).and_then(|t| t.get_mut(&n)) else {
-        return so_error(
-            404,
-            "SoNotFoundException",
-            &format!("{entity} id {id} not found"),
-        );
-    };
-    // PUT replaces the entity; ids and system dates stay the server's.
-    let created = rec.get("CreatedDate").cloned().unwrap_or(Value::Null);
-    let mut new = body;
-    if let Value::Object(m) = &mut new {
-        m.insert(key.into(), json!(n));
-        m.insert("CreatedDate".into(), created);
-        m.insert("UpdatedDate".into(), Value::String(now));
-    }
-    *rec = new.clone();
-    if let Some(Failure::AfterCommit) = failure {
-        return so_error(500, "SoException", "The connection was reset");
+    match failure {
+        Some(Failure::AfterCommit) => {
+            return so_error(500, "SoException", "The connection was reset")
+        }
+        Some(Failure::CommitThenHang(d)) => tokio::time::sleep(d).await,
+        _ => {}
     }
     Json(new).into_response()
 }

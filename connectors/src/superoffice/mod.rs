@@ -3,6 +3,7 @@
 
 mod client;
 pub mod fake;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -251,6 +252,10 @@ impl Connector for SuperOffice {
 
     fn open(&self, ctx: ConnectionContext) -> Result<Arc<dyn ExternalClient>> {
         Ok(Arc::new(SuperOfficeClient::new(ctx)?))
+    }
+
+    fn webhooks(&self) -> Option<Box<dyn ferry_framework::webhook::WebhookFormat>> {
+        Some(Box::new(webhook::SuperOfficeWebhooks))
     }
 
     fn sandbox(&self) -> Option<Box<dyn Sandbox>> {

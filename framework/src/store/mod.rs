@@ -3,6 +3,7 @@
 
 pub mod hub;
 pub mod idmaps;
+pub mod jobs;
 pub mod orgs;
 pub mod runs;
 pub mod schema;

@@ -122,3 +122,74 @@ impl Store {
             .load(&mut c)?)
     }
 }
+
+/// Runs of one connection close together, shown as one sync run (a burst of webhooks makes
+/// many small runs; operators want to see one).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunGroup {
+    pub first_started: NaiveDateTime,
+    pub last_started: NaiveDateTime,
+    pub runs: usize,
+    /// `success` if any run in it succeeded, else the best of `partial`, `running`, `error`.
+    pub status: String,
+    pub by_status: std::collections::BTreeMap<String, usize>,
+}
+
+/// Groups runs (newest first) whose starts are at most `window` apart.
+pub fn cluster_runs(runs: &[RunRow], window: chrono::Duration) -> Vec<RunGroup> {
+    let mut groups: Vec<RunGroup> = Vec::new();
+    for r in runs {
+        match groups.last_mut() {
+            Some(g) if g.first_started - r.started_at <= window => {
+                g.first_started = r.started_at;
+                g.runs += 1;
+                *g.by_status.entry(r.status.clone()).or_default() += 1;
+            }
+            _ => groups.push(RunGroup {
+                first_started: r.started_at,
+                last_started: r.started_at,
+                runs: 1,
+                status: String::new(),
+                by_status: [(r.status.clone(), 1)].into(),
+            }),
+        }
+    }
+    for g in &mut groups {
+        g.status = ["success", "partial", "running", "error"]
+            .iter()
+            .find(|s| g.by_status.contains_key(**s))
+            .map_or_else(|| "unknown".into(), |s| s.to_string());
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_succeeds_if_any_run_in_it_did() {
+        let t0 = chrono::Utc::now().naive_utc();
+        let run = |status: &str, minutes_ago: i64| RunRow {
+            id: 0,
+            connection_id: 1,
+            status: status.into(),
+            options: "{}".into(),
+            counts: "{}".into(),
+            started_at: t0 - chrono::Duration::minutes(minutes_ago),
+            finished_at: None,
+            message: None,
+        };
+        // Newest first: three runs within minutes, then one an hour earlier.
+        let runs = [
+            run("error", 0),
+            run("success", 5),
+            run("partial", 12),
+            run("error", 70),
+        ];
+        let g = cluster_runs(&runs, chrono::Duration::minutes(15));
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].runs, g[0].status.as_str()), (3, "success"));
+        assert_eq!((g[1].runs, g[1].status.as_str()), (1, "error"));
+    }
+}

@@ -107,4 +107,40 @@ diesel::allow_tables_to_appear_in_same_query!(
     id_maps,
     sync_cursors,
     sync_runs,
+    jobs,
+    webhook_events,
 );
+
+diesel::table! {
+    jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        dedupe_key -> Nullable<Text>,
+        status -> Text,
+        run_at -> Timestamp,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> BigInt,
+        connection_id -> BigInt,
+        provider_event_id -> Text,
+        event -> Text,
+        entity -> Nullable<Text>,
+        record_id -> Nullable<Text>,
+        payload -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        job_id -> Nullable<BigInt>,
+        received_at -> Timestamp,
+    }
+}

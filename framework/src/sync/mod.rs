@@ -32,6 +32,18 @@ pub struct SyncOptions {
     pub full: bool,
     /// Print the plan, write nothing anywhere.
     pub dry_run: bool,
+    /// A targeted run (a webhook's): only these records are read, by entity; the other
+    /// entities are not read and no cursor moves. Hub changes still go out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<String, Vec<String>>,
+}
+
+/// The connection is being synced by another run (its lease is held): try again later.
+#[derive(Debug, thiserror::Error)]
+#[error("connection {connection:?} of {org} is already being synced by another run")]
+pub struct Busy {
+    pub org: String,
+    pub connection: String,
 }
 
 /// Per-entity counts of one run.
@@ -265,11 +277,11 @@ impl Engine {
                 self.settings.sync.lease_seconds,
             )?
         {
-            return Err(anyhow!(
-                "connection {:?} of {} is already being synced by another run",
-                p.config.name,
-                p.org.slug
-            ));
+            return Err(Busy {
+                org: p.org.slug.clone(),
+                connection: p.config.name.clone(),
+            }
+            .into());
         }
         let result = self.run_leased(p, opts, &selected, progress).await;
         if !opts.dry_run {
@@ -440,7 +452,16 @@ impl Engine {
             Entity::Complex(c) => Some(c.split),
             Entity::Simple(_) => None,
         };
-        match pull::pull_entity(s.entity.name(), split, jobs).await {
+        let opts = jobs[0].opts;
+        let outcome = if opts.records.is_empty() {
+            pull::pull_entity(s.entity.name(), split, jobs).await
+        } else {
+            match opts.records.get(s.entity.name()) {
+                Some(ids) => pull::pull_records(split, jobs, ids).await,
+                None => Ok(()),
+            }
+        };
+        match outcome {
             Ok(()) => Vec::new(),
             Err(e) => vec![(None, e)],
         }

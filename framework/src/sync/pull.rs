@@ -90,6 +90,38 @@ pub(crate) async fn pull_entity(
     Ok(())
 }
 
+/// A targeted read (a webhook named these records): each is fetched by id and written
+/// like a listed page; cursors stay where they are.
+pub(crate) async fn pull_records(
+    split: Option<SplitFn>,
+    jobs: &mut [EntitySync<'_>],
+    ids: &[String],
+) -> Result<()> {
+    let (client, def0) = (jobs[0].client, jobs[0].def);
+    let mut wanted: Vec<&String> = ids.iter().collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut records = Vec::new();
+    for id in wanted {
+        match client.get(def0, id).await {
+            Ok(Some(r)) => records.push(Fetched::Record(r)),
+            // Gone already: the next poll reconciles.
+            Ok(None) | Err(crate::http::ApiError::NotFound(_)) => {}
+            Err(e) => records.push(Fetched::Bad {
+                id: Some(id.clone()),
+                error: e.to_string(),
+            }),
+        }
+    }
+    let n = records.len();
+    route_page(jobs, split, records, None)?;
+    (jobs[0].progress)(&format!(
+        "{}: read {n} {} records by id",
+        def0.name, def0.external_entity
+    ));
+    Ok(())
+}
+
 /// Hands each part its records of one page (split from the listed parents) and writes them,
 /// the checkpoint going with the last part.
 fn route_page(

@@ -1,0 +1,185 @@
+//! The runtime behind `ferry serve` and `ferry worker`: every configured connection checked
+//! and registered once, sync jobs in the durable queue, workers that run them and a
+//! scheduler that enqueues them when due.
+
+pub mod scheduler;
+pub mod worker;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use chrono::{Duration, NaiveDateTime};
+use diesel::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::store::jobs::NewJob;
+use crate::store::orgs::now;
+use crate::store::{AnyConnection, Store};
+use crate::sync::{Engine, Prepared};
+
+/// The payload of a `sync` job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncJob {
+    pub org: String,
+    pub connection: String,
+    #[serde(default)]
+    pub full: bool,
+    /// A targeted sync of these records (by entity), from webhooks.
+    #[serde(default)]
+    pub records: BTreeMap<String, BTreeSet<String>>,
+}
+
+pub const SYNC: &str = "sync";
+
+/// A connection's webhook keys, read from the environment at start.
+#[derive(Clone, Default)]
+pub struct WebhookKeys {
+    pub secret: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Everything a worker, the scheduler and the server share.
+pub struct Runtime {
+    pub engine: Engine,
+    /// Every connection of every enabled organization, checked and registered.
+    pub connections: Vec<Prepared>,
+    pub webhook_keys: HashMap<i64, WebhookKeys>,
+    /// Unix time of the worker's last look at the queue (for `/healthz`).
+    pub worker_seen: AtomicI64,
+}
+
+impl Runtime {
+    /// Opens the store and checks every connection's config, mappings and secrets, so a
+    /// mistake stops the start instead of failing jobs later.
+    pub fn start(settings: &Settings) -> Result<Arc<Runtime>> {
+        let engine = Engine::from_settings(settings)?;
+        let mut connections = Vec::new();
+        let mut webhook_keys = HashMap::new();
+        for org in settings.organizations()? {
+            if !org.sync_enabled {
+                continue;
+            }
+            for conn in &org.connections {
+                let p = engine.prepare(&org, conn, None)?;
+                if let Some(w) = &conn.webhooks {
+                    let read = |r: &Option<crate::config::SecretRef>| {
+                        r.as_ref()
+                            .map(|r| {
+                                std::env::var(&r.env).map_err(|_| {
+                                    crate::input_error!(
+                                        "{}: connection {:?}: webhook secret: environment variable {} is not set",
+                                        org.source.display(),
+                                        conn.name,
+                                        r.env
+                                    )
+                                })
+                            })
+                            .transpose()
+                    };
+                    webhook_keys.insert(
+                        p.connection_id,
+                        WebhookKeys {
+                            secret: read(&w.secret)?,
+                            token: read(&w.token)?,
+                        },
+                    );
+                }
+                connections.push(p);
+            }
+        }
+        Ok(Arc::new(Runtime {
+            engine,
+            connections,
+            webhook_keys,
+            worker_seen: AtomicI64::new(0),
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.engine.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.engine.settings
+    }
+
+    pub fn find(&self, org: &str, connection: &str) -> Option<&Prepared> {
+        self.connections
+            .iter()
+            .find(|p| p.org.slug == org && p.config.name == connection)
+    }
+
+    pub(crate) fn mark_worker_seen(&self) {
+        self.worker_seen
+            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Adds a sync job; with a key, none is added while one with that key waits.
+    pub fn enqueue_sync(
+        &self,
+        job: &SyncJob,
+        key: Option<&str>,
+        run_at: NaiveDateTime,
+    ) -> Result<Option<i64>> {
+        self.store().enqueue(&NewJob {
+            kind: SYNC,
+            payload: &serde_json::to_string(job)?,
+            dedupe_key: key,
+            run_at,
+            max_attempts: self.settings().runtime.max_attempts,
+        })
+    }
+
+    /// Folds a record into the waiting targeted sync of its connection, or queues one
+    /// that runs after the coalescing window, in the caller's transaction.
+    pub fn enqueue_record(
+        &self,
+        c: &mut AnyConnection,
+        p: &Prepared,
+        entity: &str,
+        record_id: &str,
+    ) -> Result<i64> {
+        let key = format!("webhook:{}", p.connection_id);
+        for _ in 0..2 {
+            if let Some(job) = Store::queued_job(c, &key)? {
+                let mut sj: SyncJob = serde_json::from_str(&job.payload)?;
+                sj.records
+                    .entry(entity.to_string())
+                    .or_default()
+                    .insert(record_id.to_string());
+                Store::set_job_payload(c, job.id, &serde_json::to_string(&sj)?)?;
+                return Ok(job.id);
+            }
+            let mut sj = SyncJob {
+                org: p.org.slug.clone(),
+                connection: p.config.name.clone(),
+                ..Default::default()
+            };
+            sj.records
+                .entry(entity.to_string())
+                .or_default()
+                .insert(record_id.to_string());
+            let run_at =
+                now() + Duration::seconds(self.settings().runtime.webhook_coalesce_seconds);
+            let added = c.transaction(|c| {
+                Store::enqueue_in(
+                    c,
+                    &NewJob {
+                        kind: SYNC,
+                        payload: &serde_json::to_string(&sj)?,
+                        dedupe_key: Some(&key),
+                        run_at,
+                        max_attempts: self.settings().runtime.max_attempts,
+                    },
+                )
+            })?;
+            if let Some(id) = added {
+                return Ok(id);
+            }
+        }
+        Err(anyhow::anyhow!("could not queue a sync for {key}"))
+    }
+}

@@ -1,0 +1,143 @@
+//! A worker: takes due jobs from the queue one at a time, keeps their lease alive while it
+//! works, and records the outcome: done, retried later with exponential backoff, or dead.
+//! A job whose connection is busy goes back without using an attempt. On shutdown the
+//! running job finishes first.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{anyhow, Result};
+use chrono::Duration;
+use tokio::sync::watch;
+
+use super::{Runtime, SyncJob, SYNC};
+use crate::store::jobs::Job;
+use crate::store::orgs::now;
+use crate::sync::{Busy, SyncOptions};
+
+/// Runs jobs until `shutdown` turns true.
+pub async fn run(rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let owner = format!(
+        "worker-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let lease = rt.settings().runtime.job_lease_seconds;
+    let poll = StdDuration::from_millis(rt.settings().runtime.poll_millis);
+    tracing::info!(%owner, "worker started");
+    while !*shutdown.borrow() {
+        rt.mark_worker_seen();
+        if let Err(e) = rt.store().reap_jobs() {
+            tracing::warn!(error = %format!("{e:#}"), "could not reap jobs");
+        }
+        let job = match rt.store().lease_job(&owner, lease) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not take a job");
+                None
+            }
+        };
+        match job {
+            Some(job) => run_one(&rt, &owner, job).await,
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+    tracing::info!(%owner, "worker stopped");
+    Ok(())
+}
+
+/// Backoff after failed attempt `n` (1-based): base * 2^(n-1), capped.
+pub fn backoff(base_seconds: i64, cap_seconds: i64, attempt: i32) -> Duration {
+    let exp = (attempt.max(1) - 1).min(20) as u32;
+    Duration::seconds(
+        base_seconds
+            .saturating_mul(2i64.saturating_pow(exp))
+            .min(cap_seconds),
+    )
+}
+
+async fn run_one(rt: &Arc<Runtime>, owner: &str, job: Job) {
+    let lease = rt.settings().runtime.job_lease_seconds;
+    let beat = {
+        let (rt, owner, id) = (rt.clone(), owner.to_string(), job.id);
+        tokio::spawn(async move {
+            let every = StdDuration::from_secs((lease as u64 / 3).max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                match rt.store().heartbeat(id, &owner, lease) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(job = id, "lost the job's lease to another worker");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = id, error = %format!("{e:#}"), "heartbeat failed")
+                    }
+                }
+            }
+        })
+    };
+    let outcome = execute(rt, &job).await;
+    beat.abort();
+    let store = rt.store();
+    let recorded = match outcome {
+        Ok(()) => store.complete_job(job.id, owner),
+        Err(e) if e.downcast_ref::<Busy>().is_some() => {
+            store.release_job(job.id, owner, now() + Duration::seconds(1))
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let s = &rt.settings().runtime;
+            let retry = (job.attempts < job.max_attempts)
+                .then(|| now() + backoff(s.retry_base_seconds, s.retry_cap_seconds, job.attempts));
+            tracing::warn!(job = job.id, attempt = job.attempts, error = %msg, dead = retry.is_none(), "job failed");
+            store.fail_job(job.id, owner, &msg, retry)
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(job = job.id, error = %format!("{e:#}"), "could not record the job's outcome");
+    }
+}
+
+async fn execute(rt: &Runtime, job: &Job) -> Result<()> {
+    match job.kind.as_str() {
+        SYNC => {
+            let sj: SyncJob = serde_json::from_str(&job.payload)
+                .map_err(|e| anyhow!("job {}: unreadable payload: {e}", job.id))?;
+            let p = rt.find(&sj.org, &sj.connection).ok_or_else(|| {
+                anyhow!(
+                    "job {}: no connection {:?} of {} in the configuration",
+                    job.id,
+                    sj.connection,
+                    sj.org
+                )
+            })?;
+            let opts = SyncOptions {
+                full: sj.full,
+                records: sj
+                    .records
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_iter().collect()))
+                    .collect(),
+                ..Default::default()
+            };
+            let report = rt.engine.run(p, &opts, &|_| {}).await?;
+            tracing::info!(job = job.id, org = %sj.org, connection = %sj.connection, status = %report.status, calls = report.api_calls, "sync job ran");
+            if report.status == "error" {
+                let why: Vec<String> = report
+                    .entities
+                    .iter()
+                    .filter_map(|e| e.error.as_ref().map(|m| format!("{}: {m}", e.entity)))
+                    .collect();
+                return Err(anyhow!("the sync failed: {}", why.join("; ")));
+            }
+            Ok(())
+        }
+        other => Err(anyhow!("job {}: unknown kind {other:?}", job.id)),
+    }
+}

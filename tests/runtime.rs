@@ -1,0 +1,624 @@
+//! The runtime end to end: durable jobs shared by worker processes, a worker killed in the
+//! middle of a job, webhooks (verification, replays, relevance, coalescing, no ping-pong)
+//! and `ferry serve` on the embedded default.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_connectors::superoffice::fake::{self, Failure, FakeSuperOffice, Target};
+use ferry_framework::runtime::{worker, Runtime, SyncJob, SYNC};
+use ferry_framework::store::jobs::{status, NewJob};
+use ferry_framework::store::orgs::now;
+use ferry_framework::store::Store;
+use ferry_framework::webhook::hmac_sha256_base64;
+use serde_json::json;
+use tokio::sync::watch;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const WEBHOOK_SECRET: &str = "so-webhook-secret";
+const WEBHOOK_TOKEN: &str = "shared-webhook-token";
+
+fn set_env() {
+    std::env::set_var("FERRY_SECRET_KEY", KEY);
+    std::env::set_var("FERRY_TEST_SO_SECRET", fake::CLIENT_SECRET);
+    std::env::set_var("FERRY_TEST_SO_REFRESH", fake::REFRESH_TOKEN);
+    std::env::set_var("FERRY_TEST_SO_HOOK_SECRET", WEBHOOK_SECRET);
+    std::env::set_var("FERRY_TEST_SO_HOOK_TOKEN", WEBHOOK_TOKEN);
+}
+
+/// How an organization's SuperOffice webhooks are verified.
+#[derive(Clone, Copy)]
+enum Hook {
+    Signed,
+    Token,
+}
+
+/// A Ferry installation in a temporary folder: settings for `db`, the shipped hub model and
+/// mappers, and one organization per `(slug, SuperOffice address, webhook mode)`.
+fn workspace(db: &str, orgs: &[(String, std::net::SocketAddr, Hook)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = common::repo();
+    std::fs::create_dir_all(dir.path().join("config/organizations")).unwrap();
+    std::fs::copy(
+        repo.join("config/hub.yml"),
+        dir.path().join("config/hub.yml"),
+    )
+    .unwrap();
+    let to = dir.path().join("mappers/superoffice");
+    std::fs::create_dir_all(&to).unwrap();
+    for f in ["contact.yml", "person.yml"] {
+        std::fs::copy(repo.join("mappers/superoffice").join(f), to.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("settings.yml"),
+        format!(
+            "database: {{ url: {db:?} }}\n\
+             secrets: {{ key_env: FERRY_SECRET_KEY, key_file: secret.key }}\n\
+             sync: {{ lease_seconds: 3, max_retries: 1 }}\n\
+             runtime: {{ poll_millis: 100, job_lease_seconds: 3, retry_base_seconds: 1, \
+             retry_cap_seconds: 4, webhook_coalesce_seconds: 1, sync_interval_seconds: 3600 }}\n"
+        ),
+    )
+    .unwrap();
+    for (slug, addr, hook) in orgs {
+        let hook = match hook {
+            Hook::Signed => "secret: { env: FERRY_TEST_SO_HOOK_SECRET }",
+            Hook::Token => "token: { env: FERRY_TEST_SO_HOOK_TOKEN }",
+        };
+        std::fs::write(
+            dir.path().join(format!("config/organizations/{slug}.yml")),
+            format!(
+                "slug: {slug}\nname: {slug}\nconnections:\n  - name: superoffice\n    connector: superoffice\n    settings:\n      environment: sod\n      context_identifier: {ctx}\n      client_id: {cid}\n      api_url: http://{addr}/{ctx}/api/\n      token_url: http://{addr}/login/common/oauth/tokens\n    secrets:\n      client_secret: {{ env: FERRY_TEST_SO_SECRET }}\n      refresh_token: {{ env: FERRY_TEST_SO_REFRESH }}\n    webhooks:\n      {hook}\n      relevant:\n        organization: [name, orgnr, urls, userdef_id]\n        person: [firstname, lastname, title, emails, mobilephones, contact_id]\n    entities:\n      organization: {{}}\n      person: {{}}\n",
+                ctx = fake::CONTEXT,
+                cid = fake::CLIENT_ID,
+            ),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn ferry(ws: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(ws)
+        .args(args)
+        .env("FERRY_SECRET_KEY", KEY)
+        .env("FERRY_TEST_SO_SECRET", fake::CLIENT_SECRET)
+        .env("FERRY_TEST_SO_REFRESH", fake::REFRESH_TOKEN)
+        .env("FERRY_TEST_SO_HOOK_SECRET", WEBHOOK_SECRET)
+        .env("FERRY_TEST_SO_HOOK_TOKEN", WEBHOOK_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn enqueue(store: &Store, org: &str) -> i64 {
+    let job = SyncJob {
+        org: org.into(),
+        connection: "superoffice".into(),
+        ..Default::default()
+    };
+    store
+        .enqueue(&NewJob {
+            kind: SYNC,
+            payload: &serde_json::to_string(&job).unwrap(),
+            dedupe_key: None,
+            run_at: now(),
+            max_attempts: 5,
+        })
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits up to `secs` for `cond`, polling.
+async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn seeded_fake() -> (FakeSuperOffice, std::net::SocketAddr) {
+    let f = FakeSuperOffice::new();
+    let nordic = f.add_contact("Nordic Freight AS", "NO912345678", "");
+    f.add_person("Ingrid", "Solberg", "ingrid@nordic.example", Some(nordic));
+    let addr = f.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (f, addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_workers_on_postgres_run_each_sync_once_never_overlapping() {
+    let Ok(admin) = std::env::var("FERRY_TEST_POSTGRES_URL") else {
+        eprintln!("FERRY_TEST_POSTGRES_URL is not set: the multi-worker test needs PostgreSQL");
+        return;
+    };
+    set_env();
+    let db = ferry_framework::store::testing::fresh_postgres(&admin).unwrap();
+    let mut orgs = Vec::new();
+    let mut fakes = Vec::new();
+    for i in 0..10 {
+        let (f, addr) = seeded_fake().await;
+        fakes.push(f);
+        orgs.push((format!("org{i}"), addr, Hook::Signed));
+    }
+    let ws = workspace(&db, &orgs);
+    let store = Store::open_and_migrate(&db).unwrap();
+    for round in 0..5 {
+        for (slug, _, _) in &orgs {
+            let _ = round;
+            enqueue(&store, slug);
+        }
+    }
+    let mut workers: Vec<Child> = (0..3).map(|_| ferry(ws.path(), &["worker"])).collect();
+    eventually(180, "50 jobs done", || {
+        store.jobs(Some(status::DONE), 100).unwrap().len() == 50
+    })
+    .await;
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let jobs = store.jobs(None, 100).unwrap();
+    assert_eq!(jobs.len(), 50);
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == status::DONE && j.attempts == 1),
+        "each job ran exactly once: {jobs:?}"
+    );
+    let mut total = 0;
+    for org in store.orgs().unwrap() {
+        for conn in store.connections_of(org.id).unwrap() {
+            let mut runs = store.runs_of(conn.id, 100).unwrap();
+            assert_eq!(runs.len(), 5, "{}: {runs:?}", org.slug);
+            total += runs.len();
+            runs.sort_by_key(|r| r.started_at);
+            for pair in runs.windows(2) {
+                let finished = pair[0].finished_at.expect("finished");
+                assert!(
+                    finished <= pair[1].started_at,
+                    "{}: runs overlap: {pair:?}",
+                    org.slug
+                );
+            }
+            assert!(runs.iter().all(|r| r.status == "success"), "{runs:?}");
+        }
+    }
+    assert_eq!(total, 50);
+    // Each organization's records arrived once.
+    for f in &fakes {
+        assert_eq!(f.contacts().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_job_leaves_it_to_another_without_duplicates() {
+    set_env();
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::backends(dir.path()) {
+        let fake = FakeSuperOffice::new();
+        let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let ws = workspace(&db, &[("acme".into(), addr, Hook::Signed)]);
+        let store = Store::open_and_migrate(&db).unwrap();
+        let hub =
+            ferry_framework::hub::HubModel::load(&common::repo().join("config/hub.yml")).unwrap();
+        let org = store.upsert_org("acme", "acme", true, None).unwrap();
+        for name in ["Alpha AS", "Beta AS", "Gamma AS"] {
+            store
+                .hub_put(
+                    &hub,
+                    org,
+                    "Organization",
+                    None,
+                    json!({ "name": name }),
+                    None,
+                )
+                .unwrap();
+        }
+        // The first create is stored by the application, but its answer never comes back.
+        fake.fail_next(
+            Target::Create,
+            Failure::CommitThenHang(Duration::from_secs(60)),
+        );
+        let job = enqueue(&store, "acme");
+        let mut first = ferry(ws.path(), &["worker"]);
+        eventually(30, "the first create", || fake.calls("create") >= 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        assert_eq!(fake.contacts().len(), 1, "the hung create was stored");
+
+        let mut second = ferry(ws.path(), &["worker"]);
+        eventually(60, "the job done by the second worker", || {
+            store
+                .job(job)
+                .unwrap()
+                .is_some_and(|j| j.status == status::DONE)
+        })
+        .await;
+        let _ = second.kill();
+        let _ = second.wait();
+        let mut names: Vec<String> = fake
+            .contacts()
+            .iter()
+            .map(|c| c["Name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["Alpha AS", "Beta AS", "Gamma AS"], "no duplicates");
+        assert_eq!(store.job(job).unwrap().unwrap().attempts, 2);
+    }
+}
+
+/// An in-process `ferry serve` without its scheduler: the server, and a worker started
+/// when the test wants jobs to run.
+struct Served {
+    rt: Arc<Runtime>,
+    base: String,
+    stop: watch::Sender<bool>,
+    _ws: tempfile::TempDir,
+}
+
+async fn served(db: &str, orgs: &[(String, std::net::SocketAddr, Hook)]) -> Served {
+    set_env();
+    let ws = workspace(db, orgs);
+    let settings =
+        ferry_framework::config::Settings::load(&ws.path().join("settings.yml")).unwrap();
+    let rt = Runtime::start(&settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(ferry_framework::server::serve(rt.clone(), listener, rx));
+    Served {
+        rt,
+        base,
+        stop,
+        _ws: ws,
+    }
+}
+
+impl Served {
+    fn start_worker(&self) {
+        tokio::spawn(worker::run(self.rt.clone(), self.stop.subscribe()));
+    }
+
+    async fn sync_now(&self, org: &str) {
+        let p = self.rt.find(org, "superoffice").unwrap();
+        let r = self
+            .rt
+            .engine
+            .run(p, &Default::default(), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.status, "success", "{r:?}");
+    }
+
+    fn url(&self, org: &str) -> String {
+        format!("{}/webhooks/{org}/superoffice", self.base)
+    }
+
+    fn events(&self, org: &str) -> Vec<ferry_framework::store::jobs::WebhookEventRow> {
+        let p = self.rt.find(org, "superoffice").unwrap();
+        self.rt.store().webhook_events_of(p.connection_id).unwrap()
+    }
+}
+
+fn so_event(id: &str, entity: &str, key: i64, changes: &[&str]) -> String {
+    json!({
+        "EventId": id, "Timestamp": "2026-11-23T10:48:07Z", "Changes": changes,
+        "Event": format!("{entity}.changed"), "PrimaryKey": key, "Entity": entity,
+        "ContextIdentifier": fake::CONTEXT, "ChangedByAssociateId": 5, "FieldValues": {},
+    })
+    .to_string()
+}
+
+async fn post_signed(url: &str, body: &str, secret: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header(
+            "X-SuperOffice-Signature",
+            hmac_sha256_base64(secret, body.as_bytes()),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_verified_deduplicated_filtered_and_coalesced() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::backends(dir.path()) {
+        let (so, addr) = seeded_fake().await;
+        let (so2, addr2) = seeded_fake().await;
+        let s = served(
+            &db,
+            &[
+                ("acme".into(), addr, Hook::Signed),
+                ("beta".into(), addr2, Hook::Token),
+            ],
+        )
+        .await;
+        s.sync_now("acme").await;
+        let contact = so.contacts()[0]["ContactId"].as_i64().unwrap();
+        let store = s.rt.store();
+
+        // A bad signature, or none, is refused and nothing is stored.
+        let body = so_event("e-bad", "contact", contact, &["name"]);
+        let (code, _) = post_signed(&s.url("acme"), &body, "wrong-secret").await;
+        assert_eq!(code, 401);
+        let code = reqwest::Client::new()
+            .post(s.url("acme"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(code, 401);
+        assert!(s.events("acme").is_empty());
+        assert!(store.jobs(None, 10).unwrap().is_empty());
+
+        // A shared token: wrong is refused, right is accepted.
+        let bad = reqwest::Client::new()
+            .post(format!("{}?token=nope", s.url("beta")))
+            .body(so_event("t-1", "contact", 1, &["name"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status().as_u16(), 401);
+        assert!(s.events("beta").is_empty());
+        let good = reqwest::Client::new()
+            .post(s.url("beta"))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .body(so_event("t-1", "contact", 1, &["name"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(good.status().as_u16(), 202);
+        assert_eq!(s.events("beta").len(), 1);
+        drop(so2);
+
+        // An irrelevant change is recorded as skipped; no job, no API call.
+        let gets = so.calls("get");
+        let (code, v) = post_signed(
+            &s.url("acme"),
+            &so_event("e-phone", "contact", contact, &["updated", "phone"]),
+            WEBHOOK_SECRET,
+        )
+        .await;
+        assert_eq!((code, v["status"].as_str()), (200, Some("skipped")), "{v}");
+        let ev = s.events("acme");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].status, "skipped");
+        assert!(ev[0].reason.as_deref().unwrap().contains("phone"));
+
+        // A burst of 20 events for one record, one of them replayed: one targeted sync.
+        let mut job_ids = std::collections::BTreeSet::new();
+        for i in 0..20 {
+            let body = so_event(&format!("e-{i}"), "contact", contact, &["name", "updated"]);
+            let (code, v) = post_signed(&s.url("acme"), &body, WEBHOOK_SECRET).await;
+            assert_eq!(code, 202, "{v}");
+            job_ids.insert(v["job"].as_i64().unwrap());
+        }
+        let replay = so_event("e-7", "contact", contact, &["name", "updated"]);
+        let (code, v) = post_signed(&s.url("acme"), &replay, WEBHOOK_SECRET).await;
+        assert_eq!(
+            (code, v["status"].as_str()),
+            (200, Some("duplicate")),
+            "{v}"
+        );
+        assert_eq!(job_ids.len(), 1, "coalesced into one job");
+        assert_eq!(s.events("acme").len(), 21, "20 events + the skipped one");
+        let job = *job_ids.iter().next().unwrap();
+        let runs_before = store
+            .runs_of(s.rt.find("acme", "superoffice").unwrap().connection_id, 100)
+            .unwrap()
+            .len();
+
+        so.edit("Contact", contact, json!({"Name": "Nordic Freight Group"}));
+        s.start_worker();
+        eventually(30, "the targeted sync", || {
+            store
+                .job(job)
+                .unwrap()
+                .is_some_and(|j| j.status == status::DONE)
+        })
+        .await;
+        assert_eq!(
+            so.calls("get"),
+            gets + 1,
+            "one GET of the one record, no listing"
+        );
+        let runs = store
+            .runs_of(s.rt.find("acme", "superoffice").unwrap().connection_id, 100)
+            .unwrap();
+        assert_eq!(runs.len(), runs_before + 1);
+        let hub = ferry_framework::store::Store::hub_list(
+            store,
+            s.rt.find("acme", "superoffice").unwrap().org_id,
+            "Organization",
+            10,
+        )
+        .unwrap();
+        assert_eq!(hub[0].data["name"], "Nordic Freight Group");
+        let _ = s.stop.send(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_echoing_ferrys_own_write_causes_no_write_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::backends(dir.path()) {
+        let (so, addr) = seeded_fake().await;
+        let s = served(&db, &[("acme".into(), addr, Hook::Signed)]).await;
+        s.sync_now("acme").await;
+        so.subscribe(&s.url("acme"), Some(WEBHOOK_SECRET));
+        s.start_worker();
+
+        // A hub change goes out; SuperOffice announces Ferry's own write by webhook.
+        let p = s.rt.find("acme", "superoffice").unwrap();
+        let store = s.rt.store();
+        let person = store.hub_list(p.org_id, "Person", 10).unwrap().remove(0);
+        let mut data = person.data.clone();
+        data["job_title"] = json!("Skipper");
+        store
+            .hub_put(
+                &s.rt.engine.hub,
+                p.org_id,
+                "Person",
+                Some(&person.uid),
+                data,
+                None,
+            )
+            .unwrap();
+        enqueue(store, "acme");
+        eventually(30, "the echo processed", || {
+            let ev = s.events("acme");
+            ev.len() == 1
+                && ev[0].job_id.is_some_and(|j| {
+                    store
+                        .job(j)
+                        .unwrap()
+                        .is_some_and(|j| j.status == status::DONE)
+                })
+        })
+        .await;
+        assert_eq!(so.calls("update"), 1, "Ferry's one write");
+        assert_eq!(so.persons()[0]["Title"], "Skipper");
+        let seq = store.hub_seq(p.org_id).unwrap();
+        // Give anything that would bounce time to do so.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(so.writes(), 1, "no write back");
+        assert_eq!(s.events("acme").len(), 1, "no further webhook");
+        assert_eq!(store.hub_seq(p.org_id).unwrap(), seq);
+        let _ = s.stop.send(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ferry_serve_alone_runs_scheduled_syncs_and_answers_webhooks() {
+    set_env();
+    let (so, addr) = seeded_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db").to_string_lossy().into_owned();
+    let ws = workspace(&db, &[("acme".into(), addr, Hook::Signed)]);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut serve = ferry(
+        ws.path(),
+        &["serve", "--listen", &format!("127.0.0.1:{port}")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "serve never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The scheduler's first sync (never run: due now) brings the records in.
+    let store = Store::open(&db).unwrap();
+    let org_names = || -> Vec<String> {
+        let Some(org) = store.org_by_slug("acme").unwrap() else {
+            return Vec::new();
+        };
+        store
+            .hub_list(org.id, "Organization", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.data["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    eventually(30, "the scheduled sync", || {
+        org_names() == ["Nordic Freight AS"]
+    })
+    .await;
+
+    // A user's change in SuperOffice arrives by webhook, long before the next poll.
+    so.subscribe(
+        &format!("{base}/webhooks/acme/superoffice"),
+        Some(WEBHOOK_SECRET),
+    );
+    let contact = so.contacts()[0]["ContactId"].as_i64().unwrap();
+    so.edit("Contact", contact, json!({"Name": "Nordic Freight Group"}));
+    eventually(30, "the webhook's sync", || {
+        org_names() == ["Nordic Freight Group"]
+    })
+    .await;
+
+    let health: serde_json::Value = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["database"], "ok");
+
+    // SIGTERM: a graceful stop.
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_refuses_a_second_worker_process_clearly() {
+    set_env();
+    let (_so, addr) = seeded_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db").to_string_lossy().into_owned();
+    let ws = workspace(&db, &[("acme".into(), addr, Hook::Signed)]);
+    let mut first = ferry(ws.path(), &["worker"]);
+    let lock = format!("{db}.worker.lock");
+    eventually(30, "the first worker", || Path::new(&lock).exists()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(ws.path())
+        .args(["worker"])
+        .env("FERRY_SECRET_KEY", KEY)
+        .env("FERRY_TEST_SO_SECRET", fake::CLIENT_SECRET)
+        .env("FERRY_TEST_SO_REFRESH", fake::REFRESH_TOKEN)
+        .env("FERRY_TEST_SO_HOOK_SECRET", WEBHOOK_SECRET)
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains("SQLite supports one worker process"), "{err}");
+
+    // Jobs are visible to operators.
+    let store = Store::open_and_migrate(&db).unwrap();
+    enqueue(&store, "acme");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(ws.path())
+        .args(["jobs", "--json"])
+        .output()
+        .unwrap();
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs[0]["status"], "queued", "{jobs}");
+    assert_eq!(jobs[0]["payload"]["org"], "acme");
+}
