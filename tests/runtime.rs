@@ -622,3 +622,46 @@ async fn sqlite_refuses_a_second_worker_process_clearly() {
     assert_eq!(jobs[0]["status"], "queued", "{jobs}");
     assert_eq!(jobs[0]["payload"]["org"], "acme");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_job_is_retried_with_backoff_then_kept_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db").to_string_lossy().into_owned();
+    let (_so, addr) = seeded_fake().await;
+    let s = served(&db, &[("acme".into(), addr, Hook::Signed)]).await;
+    let job = SyncJob {
+        org: "gone".into(),
+        connection: "superoffice".into(),
+        ..Default::default()
+    };
+    let id =
+        s.rt.store()
+            .enqueue(&NewJob {
+                kind: SYNC,
+                payload: &serde_json::to_string(&job).unwrap(),
+                dedupe_key: None,
+                run_at: now(),
+                max_attempts: 3,
+            })
+            .unwrap()
+            .unwrap();
+    let started = Instant::now();
+    s.start_worker();
+    eventually(30, "the job dead", || {
+        s.rt.store()
+            .job(id)
+            .unwrap()
+            .is_some_and(|j| j.status == status::DEAD)
+    })
+    .await;
+    let j = s.rt.store().job(id).unwrap().unwrap();
+    assert_eq!(j.attempts, 3);
+    assert!(j.last_error.unwrap().contains("no connection"));
+    // Backoff of 1 s, then 2 s, between the three attempts.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = s.stop.send(true);
+}
