@@ -665,3 +665,191 @@ async fn a_failing_job_is_retried_with_backoff_then_kept_dead() {
     );
     let _ = s.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_answers_only_good_keys_and_runs_syncs_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::backends(dir.path()) {
+        let (_so, addr) = seeded_fake().await;
+        let (_so2, addr2) = seeded_fake().await;
+        let s = served(
+            &db,
+            &[
+                ("acme".into(), addr, Hook::Signed),
+                ("beta".into(), addr2, Hook::Signed),
+            ],
+        )
+        .await;
+        s.start_worker();
+        let store = s.rt.store();
+        let acme = store.org_by_slug("acme").unwrap().unwrap().id;
+        let beta = store.org_by_slug("beta").unwrap().unwrap().id;
+        let (read_row, read) = store.create_api_key(acme, "read").unwrap();
+        let (_, sync) = store.create_api_key(acme, "sync").unwrap();
+        let (_, other) = store.create_api_key(beta, "sync").unwrap();
+        assert!(store
+            .api_keys(None)
+            .unwrap()
+            .iter()
+            .all(|k| !k.key_hash.contains(&read[6..])));
+        let http = reqwest::Client::new();
+        let call = |method: reqwest::Method, path: &str, key: Option<&str>| {
+            let mut r = http.request(method, format!("{}{path}", s.base));
+            if let Some(k) = key {
+                r = r.bearer_auth(k);
+            }
+            r
+        };
+        async fn status_of(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+            let resp = r.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.json().await.unwrap_or_default())
+        }
+        use reqwest::Method;
+        // Every endpoint: missing, wrong, other organization's and out-of-scope keys.
+        let endpoints = [
+            (Method::POST, "/api/v1/orgs/acme/syncs", scope_needed::SYNC),
+            (Method::GET, "/api/v1/orgs/acme/status", scope_needed::READ),
+            (Method::GET, "/api/v1/orgs/acme/idmaps", scope_needed::READ),
+        ];
+        for (m, path, need) in &endpoints {
+            let (code, body) = status_of(call(m.clone(), path, None)).await;
+            assert_eq!(
+                (code, body["error"].as_str()),
+                (401, Some("unauthorized")),
+                "{path}"
+            );
+            let (code, body) = status_of(call(m.clone(), path, Some("ferry_not_a_key"))).await;
+            assert_eq!(
+                (code, body["error"].as_str()),
+                (401, Some("unauthorized")),
+                "{path}"
+            );
+            let (code, body) = status_of(call(m.clone(), path, Some(&other))).await;
+            assert_eq!(
+                (code, body["error"].as_str()),
+                (403, Some("forbidden")),
+                "{path}"
+            );
+            if *need == scope_needed::SYNC {
+                let (code, body) = status_of(call(m.clone(), path, Some(&read))).await;
+                assert_eq!(
+                    (code, body["error"].as_str()),
+                    (403, Some("forbidden")),
+                    "{path}"
+                );
+            }
+        }
+        // An organization that does not exist reads like someone else's.
+        let (code, _) = status_of(call(Method::GET, "/api/v1/orgs/nope/status", Some(&sync))).await;
+        assert_eq!(code, 403);
+
+        // A sync started through the API, then polled to completion.
+        let (code, started) = status_of(
+            call(Method::POST, "/api/v1/orgs/acme/syncs", Some(&sync))
+                .json(&json!({"connection": "superoffice", "entities": ["organization"]})),
+        )
+        .await;
+        assert_eq!(code, 202, "{started}");
+        let run = started["runs"][0]["id"].as_i64().unwrap();
+        let path = format!("/api/v1/runs/{run}");
+        let start = Instant::now();
+        let done = loop {
+            let (code, v) = status_of(call(Method::GET, &path, Some(&read))).await;
+            assert_eq!(code, 200, "{v}");
+            if v["finished_at"].is_string() {
+                break v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "run never finished: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(done["status"], "success", "{done}");
+        assert_eq!(done["entities"][0]["entity"], "organization");
+        assert_eq!(done["entities"][0]["counts"]["created_in_hub"], 1);
+        for (key, want) in [
+            (None, 401),
+            (Some("ferry_not_a_key"), 401),
+            (Some(other.as_str()), 403),
+        ] {
+            let (code, _) = status_of(call(Method::GET, &path, key)).await;
+            assert_eq!(code, want);
+        }
+        let (code, _) = status_of(call(Method::GET, "/api/v1/runs/999999", Some(&read))).await;
+        assert_eq!(code, 404);
+        // Or waited for in one call.
+        let (code, v) = status_of(
+            call(Method::POST, "/api/v1/orgs/acme/syncs?wait=30", Some(&sync)).json(&json!({})),
+        )
+        .await;
+        assert_eq!(
+            (code, v["runs"][0]["status"].as_str()),
+            (200, Some("success")),
+            "{v}"
+        );
+        let (code, v) = status_of(
+            call(Method::POST, "/api/v1/orgs/acme/syncs", Some(&sync))
+                .json(&json!({"entities": ["nope"]})),
+        )
+        .await;
+        assert_eq!(code, 400, "{v}");
+
+        let (code, st) =
+            status_of(call(Method::GET, "/api/v1/orgs/acme/status", Some(&read))).await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            st["connections"][0]["sync_run"]["status"], "success",
+            "{st}"
+        );
+        let (code, page) = status_of(call(
+            Method::GET,
+            "/api/v1/orgs/acme/idmaps?entity=Person&per_page=1&page=1",
+            Some(&read),
+        ))
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            (
+                page["total"].as_i64(),
+                page["items"].as_array().unwrap().len()
+            ),
+            (Some(1), 1),
+            "{page}"
+        );
+        assert_eq!(page["items"][0]["hub_entity"], "Person");
+        let (_, page) = status_of(call(
+            Method::GET,
+            "/api/v1/orgs/acme/idmaps?errors=true",
+            Some(&read),
+        ))
+        .await;
+        assert_eq!(page["total"], 0);
+
+        // A revoked key stops working.
+        assert!(store.revoke_api_key(read_row.id).unwrap());
+        let (code, _) = status_of(call(Method::GET, "/api/v1/orgs/acme/status", Some(&read))).await;
+        assert_eq!(code, 401);
+
+        // The OpenAPI document is served without a key, and validates.
+        let (code, doc) = status_of(call(Method::GET, "/api/v1/openapi.json", None)).await;
+        assert_eq!(code, 200);
+        let spec = oas3::from_json(doc.to_string()).expect("a valid OpenAPI 3.1 document");
+        let paths = spec.paths.unwrap_or_default();
+        for p in [
+            "/api/v1/orgs/{org}/syncs",
+            "/api/v1/runs/{id}",
+            "/api/v1/orgs/{org}/status",
+            "/api/v1/orgs/{org}/idmaps",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing from the document");
+        }
+        let _ = s.stop.send(true);
+    }
+}
+
+mod scope_needed {
+    pub const READ: &str = "read";
+    pub const SYNC: &str = "sync";
+}

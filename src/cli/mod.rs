@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a sync finished with record
 //! errors (or failed), 2 bad input or configuration.
 
+mod apikey;
 mod demo;
 mod serve;
 mod show;
@@ -66,6 +67,11 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run queued jobs (several workers share a PostgreSQL database).
     Worker,
+    /// Keys of Ferry's incoming API (`/api/v1`, served by `ferry serve`).
+    Apikey {
+        #[command(subcommand)]
+        command: apikey::ApiKeyCommand,
+    },
     /// Queued, running, done and dead jobs, newest first.
     Jobs {
         /// Only jobs in this state (queued, running, done, dead).
@@ -134,6 +140,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Sync(args) => sync::sync(&settings, args).await,
                 Command::Serve(args) => serve::serve(&settings, args).await,
                 Command::Worker => serve::worker(&settings).await,
+                Command::Apikey { command } => apikey::run(&settings, command),
                 Command::Jobs {
                     status,
                     limit,

@@ -30,6 +30,12 @@ pub struct SyncJob {
     /// A targeted sync of these records (by entity), from webhooks.
     #[serde(default)]
     pub records: BTreeMap<String, BTreeSet<String>>,
+    /// Only these entities (empty: all the connection syncs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<String>,
+    /// The run row made when the sync was requested through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
 }
 
 pub const SYNC: &str = "sync";

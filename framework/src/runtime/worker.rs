@@ -96,6 +96,15 @@ async fn run_one(rt: &Arc<Runtime>, owner: &str, job: Job) {
             let retry = (job.attempts < job.max_attempts)
                 .then(|| now() + backoff(s.retry_base_seconds, s.retry_cap_seconds, job.attempts));
             tracing::warn!(job = job.id, attempt = job.attempts, error = %msg, dead = retry.is_none(), "job failed");
+            if retry.is_none() {
+                // A run requested through the API must not stay queued forever.
+                let run = serde_json::from_str::<SyncJob>(&job.payload)
+                    .ok()
+                    .and_then(|sj| sj.run_id);
+                if let Some(run) = run {
+                    let _ = store.finish_run(run, "error", "[]", Some(&msg));
+                }
+            }
             store.fail_job(job.id, owner, &msg, retry)
         }
     };
@@ -119,6 +128,8 @@ async fn execute(rt: &Runtime, job: &Job) -> Result<()> {
             })?;
             let opts = SyncOptions {
                 full: sj.full,
+                entities: sj.entities.clone(),
+                run_id: sj.run_id,
                 records: sj
                     .records
                     .into_iter()

@@ -1,5 +1,6 @@
 //! The HTTP server of `ferry serve`: health and webhooks.
 
+pub mod api;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/webhooks/{org}/{connection}", post(webhooks::receive))
+        .merge(api::router())
         .with_state(rt)
 }
 

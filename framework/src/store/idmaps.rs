@@ -244,6 +244,39 @@ impl Store {
     }
 
     /// All id maps of a set of connections, for `ferry idmaps`.
+    /// One page of the id maps of `connection_ids`, optionally of one hub entity and only
+    /// those with an error; with the total matching.
+    pub fn idmaps_page(
+        &self,
+        connection_ids: &[i64],
+        hub_entity: Option<&str>,
+        errors_only: bool,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<IdMap>)> {
+        let mut c = self.conn()?;
+        let filtered = || {
+            let mut q = id_maps::table
+                .filter(id_maps::connection_id.eq_any(connection_ids.to_vec()))
+                .into_boxed();
+            if let Some(e) = hub_entity {
+                q = q.filter(id_maps::hub_entity.eq(e.to_string()));
+            }
+            if errors_only {
+                q = q.filter(id_maps::last_error.is_not_null());
+            }
+            q
+        };
+        let total: i64 = filtered().count().get_result(&mut c)?;
+        let rows = filtered()
+            .order(id_maps::id)
+            .offset(offset)
+            .limit(limit)
+            .select(IdMap::as_select())
+            .load(&mut c)?;
+        Ok((total, rows))
+    }
+
     pub fn idmaps_of(&self, connection_ids: &[i64]) -> Result<Vec<IdMap>> {
         let mut c = self.conn()?;
         Ok(id_maps::table

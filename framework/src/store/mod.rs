@@ -1,6 +1,7 @@
 //! Ferry's own database: SQLite (bundled, the embedded default) or PostgreSQL (a `postgres://`
 //! URL), through one diesel `MultiConnection`. Each submodule is one table family's repository.
 
+pub mod apikeys;
 pub mod hub;
 pub mod idmaps;
 pub mod jobs;

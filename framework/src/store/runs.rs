@@ -92,6 +92,41 @@ impl Store {
             .get_result(&mut c)?)
     }
 
+    /// A run requested but not started yet (status `queued`); a worker claims it.
+    pub fn queue_run(&self, connection_id: i64, options: &str) -> Result<i64> {
+        let mut c = self.conn()?;
+        Ok(diesel::insert_into(sync_runs::table)
+            .values((
+                sync_runs::connection_id.eq(connection_id),
+                sync_runs::status.eq("queued"),
+                sync_runs::options.eq(options),
+                sync_runs::counts.eq("[]"),
+                sync_runs::started_at.eq(super::orgs::now()),
+            ))
+            .returning(sync_runs::id)
+            .get_result(&mut c)?)
+    }
+
+    pub fn claim_run(&self, id: i64) -> Result<()> {
+        let mut c = self.conn()?;
+        diesel::update(sync_runs::table.find(id))
+            .set((
+                sync_runs::status.eq("running"),
+                sync_runs::started_at.eq(super::orgs::now()),
+            ))
+            .execute(&mut c)?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
+        let mut c = self.conn()?;
+        Ok(sync_runs::table
+            .find(id)
+            .select(RunRow::as_select())
+            .first(&mut c)
+            .optional()?)
+    }
+
     pub fn finish_run(
         &self,
         id: i64,

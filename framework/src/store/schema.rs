@@ -109,6 +109,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_runs,
     jobs,
     webhook_events,
+    api_keys,
 );
 
 diesel::table! {
@@ -142,5 +143,18 @@ diesel::table! {
         reason -> Nullable<Text>,
         job_id -> Nullable<BigInt>,
         received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        key_hash -> Text,
+        prefix -> Text,
+        scope -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
     }
 }

@@ -36,6 +36,9 @@ pub struct SyncOptions {
     /// entities are not read and no cursor moves. Hub changes still go out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub records: BTreeMap<String, Vec<String>>,
+    /// A run row created when the sync was requested (the API hands its id out at once).
+    #[serde(skip)]
+    pub run_id: Option<i64>,
 }
 
 /// The connection is being synced by another run (its lease is held): try again later.
@@ -47,7 +50,7 @@ pub struct Busy {
 }
 
 /// Per-entity counts of one run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counts {
     pub fetched: u64,
     pub created_in_hub: u64,
@@ -66,7 +69,7 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct EntityReport {
     pub entity: String,
     pub counts: Counts,
@@ -297,13 +300,16 @@ impl Engine {
         selected: &[&Selected],
         progress: &Progress<'_>,
     ) -> Result<RunReport> {
-        let run_id = if opts.dry_run {
-            None
-        } else {
-            Some(
+        let run_id = match (opts.dry_run, opts.run_id) {
+            (true, _) => None,
+            (false, Some(id)) => {
+                self.store.claim_run(id)?;
+                Some(id)
+            }
+            (false, None) => Some(
                 self.store
                     .start_run(p.connection_id, &serde_json::to_string(opts)?)?,
-            )
+            ),
         };
         let stats = Arc::new(ApiStats::default());
         let http = reqwest::Client::builder()
