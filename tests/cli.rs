@@ -173,6 +173,11 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
         out.contains("writes to the applications: 0, hub changes: 0"),
         "{out}"
     );
+    // PhixFlow, outbound only, received every organization and person.
+    assert!(
+        out.contains("actionflow \"Sync People\" received \"ingrid@nordicfreight.example\""),
+        "{out}"
+    );
     // The demo's database is a real one the other commands can read.
     std::fs::write(
         dir.path().join("demo-settings.yml"),
@@ -192,8 +197,9 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let maps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    // SuperOffice: 4 companies, 5 persons; WorkflowMax: 4 clients, 5 contacts.
-    assert_eq!(maps.as_array().unwrap().len(), 18);
+    // SuperOffice: 4 companies, 5 persons; WorkflowMax: 4 clients, 5 contacts; PhixFlow
+    // received the same 4 + 5.
+    assert_eq!(maps.as_array().unwrap().len(), 27);
 }
 
 #[test]

@@ -50,7 +50,8 @@ pub struct EntityDef {
     pub external_entity: &'static str,
     /// Mapping file stem: `mappers/<connector>/<mapping>.yml`.
     pub mapping: &'static str,
-    /// Top-level fields of the external record; mappings may only name these.
+    /// Top-level fields of the external record; mappings may only name these. Empty when
+    /// the application takes free-form records (a PhixFlow actionflow's body).
     pub external_fields: &'static [&'static str],
     pub capabilities: Capabilities,
 }

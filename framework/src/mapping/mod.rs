@@ -269,7 +269,7 @@ impl CheckCtx<'_> {
             })?);
         }
         if let (Some(e), Some(declared)) = (&external, self.external_fields) {
-            if !declared.contains(&e.root()) {
+            if !declared.is_empty() && !declared.contains(&e.root()) {
                 return Err(self.err(
                     line,
                     &e.to_string(),
