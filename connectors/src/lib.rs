@@ -2,6 +2,7 @@
 //! entities, its API client, and a faithful fake server of it. Connectors join the registry
 //! themselves; binaries only need to link this crate (see [`link`]).
 
+pub mod blizwork;
 pub mod phixflow;
 pub mod superoffice;
 pub mod workflowmax;

@@ -43,6 +43,11 @@ pub trait Connector: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// The entities list, in sync order (referenced entities first).
     fn entities(&self) -> Vec<Entity>;
+    /// The entities of one connection, when its settings define them (BlizWork maps each
+    /// configured process); the fixed list otherwise.
+    fn entities_for(&self, _settings: &serde_json::Value) -> Result<Vec<Entity>> {
+        Ok(self.entities())
+    }
     /// Checks the connection's settings and secrets without calling the application, so
     /// config mistakes are reported before a run starts.
     fn check_settings(

@@ -107,6 +107,23 @@ impl From<EntityDef> for Entity {
     }
 }
 
+/// A string made `'static` once per distinct value, for entities a connector builds from a
+/// connection's settings (BlizWork's processes). Config is small and read once per process.
+pub fn intern(s: &str) -> &'static str {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = seen.get(s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    seen.insert(leaked);
+    leaked
+}
+
 /// Where to continue listing: an opaque token the connector hands back.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {
@@ -157,6 +174,12 @@ pub trait ExternalClient: Send + Sync {
         entity: &EntityDef,
         fields: &Value,
     ) -> Result<Option<Value>, ApiError>;
+
+    /// Checks a webhook delivery with the application itself (BlizWork's handshake call)
+    /// for connectors whose deliveries carry no signature; `uri` is where it was sent.
+    async fn verify_webhook(&self, _body: &Value, _uri: &str) -> Result<bool, ApiError> {
+        Ok(false)
+    }
 
     fn record_id(&self, entity: &EntityDef, record: &Value) -> Option<String>;
     fn updated_at(&self, entity: &EntityDef, record: &Value) -> Option<DateTime<Utc>>;

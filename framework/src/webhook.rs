@@ -29,6 +29,12 @@ pub type Headers = BTreeMap<String, String>;
 pub trait WebhookFormat: Send + Sync {
     /// Checks a signed delivery against the connection's shared secret.
     fn verify_signature(&self, headers: &Headers, body: &[u8], secret: &str) -> Result<(), String>;
+    /// Whether deliveries are checked by asking the application
+    /// ([`ExternalClient::verify_webhook`](crate::entity::ExternalClient::verify_webhook))
+    /// when the connection configures no secret or token.
+    fn verified_by_application(&self) -> bool {
+        false
+    }
     /// Reads the event; an error is a 400 and nothing is stored.
     fn parse(&self, headers: &Headers, body: &[u8]) -> Result<WebhookEvent, String>;
 }

@@ -106,7 +106,7 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
             rate_limit: handle.rate_limit,
             webhooks: None,
             entities: conn_def
-                .entities()
+                .entities_for(&handle.settings)?
                 .iter()
                 .map(|e| (e.name().to_string(), EntitySelection::default()))
                 .collect(),

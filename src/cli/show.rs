@@ -41,6 +41,16 @@ pub fn connectors() -> Result<ExitCode> {
         "sandbox",
     ]);
     for c in registry() {
+        if c.entities().is_empty() {
+            t.add_row(vec![
+                c.name().to_string(),
+                "(set by each connection's settings)".to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                if c.sandbox().is_some() { "yes" } else { "no" }.to_string(),
+            ]);
+        }
         for entity in c.entities() {
             for e in entity.parts() {
                 let name = if e.name == entity.name() {

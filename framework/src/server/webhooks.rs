@@ -61,6 +61,36 @@ fn irrelevant(
     }
 }
 
+/// Asks the application whether it really sent this delivery (a one-time handshake).
+async fn verify_with_application(
+    rt: &Runtime,
+    p: &crate::sync::Prepared,
+    body: &[u8],
+    headers: &Headers,
+) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let uri = format!(
+        "http://{}/webhooks/{}/{}",
+        headers
+            .get("host")
+            .map(String::as_str)
+            .unwrap_or("localhost"),
+        p.org.slug,
+        p.config.name
+    );
+    let ctx = rt
+        .engine
+        .context(p, Default::default())
+        .map_err(|e| format!("{e:#}"))?;
+    let client = p.connector.open(ctx).map_err(|e| format!("{e:#}"))?;
+    match client.verify_webhook(&value, &uri).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the application did not confirm this call".into()),
+        Err(e) => Err(format!("the application could not confirm this call: {e}")),
+    }
+}
+
 enum Stored {
     Queued(i64),
     Skipped(String),
@@ -108,6 +138,9 @@ pub(super) async fn receive(
                 Some(g) if same(&g, token) => Ok(()),
                 _ => Err("the token is missing or wrong".into()),
             }
+        }
+        (None, None) if format.verified_by_application() => {
+            verify_with_application(&rt, p, &body, &headers).await
         }
         (None, None) => Err("webhooks are not configured for this connection".into()),
     };

@@ -174,7 +174,9 @@ impl Engine {
         connector
             .check_settings(&conn.settings, &secrets)
             .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
-        let defs = connector.entities();
+        let defs = connector
+            .entities_for(&conn.settings)
+            .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
         for name in conn.entities.keys() {
             if !defs.iter().any(|d| d.name() == name) {
                 let known: Vec<_> = defs.iter().map(|d| d.name()).collect();
@@ -312,25 +314,7 @@ impl Engine {
             ),
         };
         let stats = Arc::new(ApiStats::default());
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(self.settings.sync.http_timeout_seconds))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        let ctx = ConnectionContext {
-            connection_id: p.connection_id,
-            connection_name: p.config.name.clone(),
-            settings: p.config.settings.clone(),
-            secrets: p.secrets.clone(),
-            tokens: TokenStore::new(self.store.clone(), self.cipher.clone(), p.connection_id),
-            http,
-            stats: stats.clone(),
-            budget: RateBudget::shared(
-                &self.store.url,
-                p.connection_id,
-                p.connector.rate_limits().overlay(p.config.rate_limit),
-            ),
-            max_retries: self.settings.sync.max_retries,
-        };
+        let ctx = self.context(p, stats.clone())?;
         let mut reports: Vec<EntityReport> = selected
             .iter()
             .flat_map(|s| s.entity.parts())
@@ -430,6 +414,31 @@ impl Engine {
             entities: reports,
             plan,
             api_calls: stats.calls(),
+        })
+    }
+}
+
+impl Engine {
+    /// What a connector needs to talk to one connection's account.
+    pub fn context(&self, p: &Prepared, stats: Arc<ApiStats>) -> Result<ConnectionContext> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.settings.sync.http_timeout_seconds))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(ConnectionContext {
+            connection_id: p.connection_id,
+            connection_name: p.config.name.clone(),
+            settings: p.config.settings.clone(),
+            secrets: p.secrets.clone(),
+            tokens: TokenStore::new(self.store.clone(), self.cipher.clone(), p.connection_id),
+            http,
+            stats,
+            budget: RateBudget::shared(
+                &self.store.url,
+                p.connection_id,
+                p.connector.rate_limits().overlay(p.config.rate_limit),
+            ),
+            max_retries: self.settings.sync.max_retries,
         })
     }
 }
