@@ -853,3 +853,40 @@ mod scope_needed {
     pub const READ: &str = "read";
     pub const SYNC: &str = "sync";
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apikey_commands_print_a_key_once_list_and_revoke() {
+    set_env();
+    let (_so, addr) = seeded_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db").to_string_lossy().into_owned();
+    let ws = workspace(&db, &[("acme".into(), addr, Hook::Signed)]);
+    let store = Store::open_and_migrate(&db).unwrap();
+    store.upsert_org("acme", "acme", true, None).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .current_dir(ws.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["apikey", "create", "--org", "acme", "--scope", "sync"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(key.starts_with("ferry_") && key.len() > 60, "{key}");
+    let k = store.api_key(&key).unwrap().expect("the printed key works");
+    assert_eq!(k.scope, "sync");
+    assert_ne!(k.key_hash, key, "only a hash is stored");
+    let o = run(&["apikey", "list", "--json"]);
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(!listed.contains(&key), "a listing never shows the key");
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v[0]["organization"], "acme");
+    let o = run(&["apikey", "revoke", &k.id.to_string()]);
+    assert!(o.status.success());
+    assert!(store.api_key(&key).unwrap().is_none());
+    let o = run(&["apikey", "create", "--org", "nope", "--scope", "read"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["apikey", "create", "--org", "acme", "--scope", "admin"]);
+    assert_eq!(o.status.code(), Some(2), "clap refuses an unknown scope");
+}
