@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
@@ -71,24 +71,8 @@ impl BlizWorkClient {
     async fn post(&self, path: &str, body: &Value, idempotent: bool) -> Result<Value, ApiError> {
         let url = format!("{}{path}", self.settings.base_url());
         with_retry(self.max_retries, idempotent, || async {
-            let (status, wait, text) = {
-                let _permit = self.budget.acquire().await;
-                self.stats.record_call();
-                let resp = self
-                    .http
-                    .post(&url)
-                    .json(body)
-                    .send()
-                    .await
-                    .map_err(ApiError::from_transport)?;
-                let status = resp.status().as_u16();
-                let wait = retry_after(resp.headers());
-                (
-                    status,
-                    wait,
-                    resp.text().await.map_err(ApiError::from_transport)?,
-                )
-            };
+            let (status, wait, text) =
+                send(&self.budget, &self.stats, self.http.post(&url).json(body)).await?;
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let message = v
                 .get("resultMessage")

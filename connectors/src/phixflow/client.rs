@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Page, PageRequest};
 use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
 use serde_json::Value;
 
 use super::{Mode, Settings};
@@ -78,18 +78,7 @@ impl PhixFlowClient {
                 .try_clone()
                 .ok_or_else(|| ApiError::Permanent("request cannot be repeated".into()))?
                 .header(self.settings.auth_header.as_str(), auth.as_str());
-            let (status, wait, text) = {
-                let _permit = self.budget.acquire().await;
-                self.stats.record_call();
-                let resp = req.send().await.map_err(ApiError::from_transport)?;
-                let status = resp.status().as_u16();
-                let wait = retry_after(resp.headers());
-                (
-                    status,
-                    wait,
-                    resp.text().await.map_err(ApiError::from_transport)?,
-                )
-            };
+            let (status, wait, text) = send(&self.budget, &self.stats, req).await?;
             let body: Value = if text.trim().is_empty() {
                 Value::Object(Default::default())
             } else {

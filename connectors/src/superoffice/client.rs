@@ -9,7 +9,7 @@ use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
 use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
 use ferry_framework::sync::support::merge;
 use reqwest::Method;
 use serde_json::Value;
@@ -106,12 +106,7 @@ impl SuperOfficeClient {
                 if let Some(b) = body {
                     req = req.json(b);
                 }
-                let _permit = self.budget.acquire().await;
-                self.stats.record_call();
-                let resp = req.send().await.map_err(ApiError::from_transport)?;
-                let status = resp.status().as_u16();
-                let wait = retry_after(resp.headers());
-                let text = resp.text().await.map_err(ApiError::from_transport)?;
+                let (status, wait, text) = send(&self.budget, &self.stats, req).await?;
                 if status == 401 && rejected.is_none() {
                     rejected = Some(token);
                     continue;

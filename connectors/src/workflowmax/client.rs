@@ -13,7 +13,7 @@ use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
 use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{retry_after, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
@@ -181,18 +181,7 @@ impl WorkflowMaxClient {
                         .header("Content-Type", "application/xml")
                         .body(b.clone());
                 }
-                let (status, wait, text) = {
-                    let _permit = self.budget.acquire().await;
-                    self.stats.record_call();
-                    let resp = req.send().await.map_err(ApiError::from_transport)?;
-                    let status = resp.status().as_u16();
-                    let wait = retry_after(resp.headers());
-                    (
-                        status,
-                        wait,
-                        resp.text().await.map_err(ApiError::from_transport)?,
-                    )
-                };
+                let (status, wait, text) = send(&self.budget, &self.stats, req).await?;
                 let result = if (200..300).contains(&status) {
                     xml::response(&text)
                 } else {

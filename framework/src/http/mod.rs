@@ -115,6 +115,22 @@ where
     }
 }
 
+/// Sends one request within the connection's budget, counting it; returns the status,
+/// Retry-After and body for the connector to read in its application's terms.
+pub async fn send(
+    budget: &rate::RateBudget,
+    stats: &ApiStats,
+    req: reqwest::RequestBuilder,
+) -> Result<(u16, Option<Duration>, String), ApiError> {
+    let _permit = budget.acquire().await;
+    stats.record_call();
+    let resp = req.send().await.map_err(ApiError::from_transport)?;
+    let status = resp.status().as_u16();
+    let wait = retry_after(resp.headers());
+    let text = resp.text().await.map_err(ApiError::from_transport)?;
+    Ok((status, wait, text))
+}
+
 /// Counts API calls so runs can report and tests can assert their cost.
 #[derive(Debug, Default)]
 pub struct ApiStats {
