@@ -37,4 +37,11 @@ pub trait SandboxApp: Send + Sync {
     fn describe(&self) -> Vec<String>;
     /// Create and update calls received so far.
     fn write_calls(&self) -> u64;
+    /// Loads `n` synthetic records last changed a day ago, for benchmarks; false when the
+    /// fake cannot.
+    fn seed_many(&self, _n: usize) -> bool {
+        false
+    }
+    /// Stops enforcing the application's call limits (benchmarks measure Ferry, not them).
+    fn lift_limits(&self) {}
 }

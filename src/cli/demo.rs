@@ -32,6 +32,12 @@ pub struct SandboxArgs {
     /// Load a few demo records first.
     #[arg(long)]
     pub seed: bool,
+    /// Load this many synthetic records, last changed a day ago (for benchmarks).
+    #[arg(long)]
+    pub records: Option<usize>,
+    /// Do not enforce the application's call limits.
+    #[arg(long)]
+    pub no_limits: bool,
 }
 
 fn sandbox_of(name: &str) -> Result<Box<dyn ferry_framework::sandbox::Sandbox>> {
@@ -44,6 +50,17 @@ pub async fn sandbox(args: SandboxArgs) -> Result<ExitCode> {
     let h = sandbox_of(&args.connector)?.start(args.listen).await?;
     if args.seed {
         h.app.seed_demo();
+    }
+    if let Some(n) = args.records {
+        if !h.app.seed_many(n) {
+            return Err(input_error!(
+                "the {} sandbox cannot load synthetic records",
+                args.connector
+            ));
+        }
+    }
+    if args.no_limits {
+        h.app.lift_limits();
     }
     println!("{} sandbox listening on http://{}", args.connector, h.addr);
     println!(

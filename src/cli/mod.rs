@@ -2,6 +2,7 @@
 //! errors (or failed), 2 bad input or configuration.
 
 mod apikey;
+mod bench;
 mod demo;
 mod serve;
 mod show;
@@ -72,6 +73,8 @@ pub enum Command {
         #[command(subcommand)]
         command: apikey::ApiKeyCommand,
     },
+    /// Measure sync throughput, API calls and memory against the floor (fake WorkflowMax).
+    Bench(bench::BenchArgs),
     /// Queued, running, done and dead jobs, newest first.
     Jobs {
         /// Only jobs in this state (queued, running, done, dead).
@@ -127,6 +130,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Connectors => show::connectors(),
         Command::Demo(args) => demo::demo(&cli.settings, args).await,
+        Command::Bench(args) => bench::bench(&cli.settings, args).await,
         Command::Sandbox(args) => demo::sandbox(args).await,
         command => {
             let settings = Settings::load(&cli.settings)?;

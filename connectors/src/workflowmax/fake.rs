@@ -691,14 +691,12 @@ async fn list(
         .filter(|s| *s > 0)
         .unwrap_or(100);
     let g = fake.lock();
-    let matching: Vec<&Client> = g
+    let changed = |c: &&Client| since.is_none_or(|s| c.modified >= s);
+    let total = g.clients.values().filter(changed).count();
+    let clients: Vec<Value> = g
         .clients
         .values()
-        .filter(|c| since.is_none_or(|s| c.modified >= s))
-        .collect();
-    let total = matching.len();
-    let clients: Vec<Value> = matching
-        .into_iter()
+        .filter(changed)
         .skip(if paged { (page - 1) * size } else { 0 })
         .take(if paged { size } else { usize::MAX })
         .map(|c| client_value(&g, c, detailed))
@@ -1148,5 +1146,33 @@ impl SandboxApp for FakeWorkflowMax {
 
     fn write_calls(&self) -> u64 {
         self.writes()
+    }
+
+    fn seed_many(&self, n: usize) -> bool {
+        let mut g = self.lock();
+        let day_ago = Utc::now() - chrono::Duration::days(1);
+        let saved = g.clock.replace(day_ago);
+        for i in 0..n {
+            let mut f = Map::new();
+            f.insert("Name".into(), format!("Bench Client {i:07}").into());
+            f.insert("Email".into(), format!("client{i}@bench.example").into());
+            f.insert("Phone".into(), format!("+64 9 {i:07}").into());
+            f.insert(
+                "Website".into(),
+                format!("https://client{i}.bench.example").into(),
+            );
+            insert_client(&mut g, f);
+        }
+        g.clock = saved;
+        true
+    }
+
+    fn lift_limits(&self) {
+        self.lock().limits = Limits {
+            concurrent: usize::MAX,
+            per_window: usize::MAX,
+            window: Duration::from_secs(60),
+            per_day: usize::MAX,
+        };
     }
 }

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::schema::{hub_records, organizations};
-use super::{AnyConnection, Store};
+use super::{on_backend, AnyConnection, Store};
 
 /// One hub record as the engine sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,11 +79,23 @@ impl Store {
             .returning(organizations::hub_seq)
             .get_result(c)?;
         let mut out = Vec::with_capacity(writes.len());
+        let mut created = Vec::new();
         for (i, w) in writes.iter().enumerate() {
             let seq = last - n + 1 + i as i64;
             let data = serde_json::to_string(&w.data)?;
             let at = w.updated_at.naive_utc();
-            if !w.create {
+            if w.create {
+                created.push((
+                    hub_records::organization_id.eq(org_id),
+                    hub_records::entity.eq(&w.entity),
+                    hub_records::uid.eq(&w.uid),
+                    hub_records::data.eq(data),
+                    hub_records::seq.eq(seq),
+                    hub_records::match_key.eq(&w.match_key),
+                    hub_records::updated_at.eq(at),
+                    hub_records::origin_connection_id.eq(w.origin_connection_id),
+                ));
+            } else {
                 diesel::update(
                     hub_records::table
                         .filter(hub_records::organization_id.eq(org_id))
@@ -97,21 +109,14 @@ impl Store {
                     hub_records::origin_connection_id.eq(w.origin_connection_id),
                 ))
                 .execute(c)?;
-            } else {
-                diesel::insert_into(hub_records::table)
-                    .values((
-                        hub_records::organization_id.eq(org_id),
-                        hub_records::entity.eq(&w.entity),
-                        hub_records::uid.eq(&w.uid),
-                        hub_records::data.eq(&data),
-                        hub_records::seq.eq(seq),
-                        hub_records::match_key.eq(&w.match_key),
-                        hub_records::updated_at.eq(at),
-                        hub_records::origin_connection_id.eq(w.origin_connection_id),
-                    ))
-                    .execute(c)?;
             }
             out.push((w.uid.clone(), seq));
+        }
+        // New records in multi-row inserts (8 columns a row).
+        for chunk in created.chunks(1000) {
+            on_backend!(c, |conn| diesel::insert_into(hub_records::table)
+                .values(chunk)
+                .execute(conn)?);
         }
         Ok(out)
     }

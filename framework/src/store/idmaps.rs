@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::id_maps;
-use super::{AnyConnection, Store};
+use super::{on_backend, AnyConnection, Store};
 
 /// `state` values.
 pub mod state {
@@ -147,6 +147,45 @@ impl Store {
             ))
             .returning(id_maps::id)
             .get_result(c)?)
+    }
+
+    /// Saves a page's id maps: new ones in multi-row inserts, known ones updated.
+    pub fn save_idmaps(c: &mut AnyConnection, maps: &[IdMap]) -> Result<()> {
+        let (new, known): (Vec<&IdMap>, Vec<&IdMap>) = maps.iter().partition(|m| m.id == 0);
+        for m in known {
+            Self::save_idmap(c, m)?;
+        }
+        // 17 columns a row: 500 rows stay far below SQLite's bound-parameter limit.
+        for chunk in new.chunks(500) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|m| {
+                    (
+                        id_maps::connection_id.eq(m.connection_id),
+                        id_maps::hub_entity.eq(&m.hub_entity),
+                        id_maps::hub_id.eq(&m.hub_id),
+                        id_maps::external_entity.eq(&m.external_entity),
+                        id_maps::external_id.eq(&m.external_id),
+                        id_maps::state.eq(&m.state),
+                        id_maps::hub_hash.eq(&m.hub_hash),
+                        id_maps::ext_hash.eq(&m.ext_hash),
+                        id_maps::last_push_to_hub.eq(m.last_push_to_hub),
+                        id_maps::last_push_to_external.eq(m.last_push_to_external),
+                        id_maps::to_hub.eq(m.to_hub),
+                        id_maps::to_external.eq(m.to_external),
+                        id_maps::name.eq(&m.name),
+                        id_maps::last_error.eq(&m.last_error),
+                        id_maps::retry_to.eq(&m.retry_to),
+                        id_maps::metadata.eq(&m.metadata),
+                        id_maps::updated_at.eq(m.updated_at),
+                    )
+                })
+                .collect();
+            on_backend!(c, |conn| diesel::insert_into(id_maps::table)
+                .values(&rows)
+                .execute(conn)?);
+        }
+        Ok(())
     }
 
     /// Id maps of the given external records, keyed by external id.

@@ -10,7 +10,7 @@ use diesel::sql_types::{Text, Timestamp};
 
 use super::orgs::now;
 use super::schema::{jobs, webhook_events};
-use super::{AnyConnection, Store};
+use super::{on_backend, AnyConnection, Store};
 
 /// `status` values.
 pub mod status {
@@ -62,17 +62,6 @@ pub struct WebhookEventRow {
     pub reason: Option<String>,
     pub job_id: Option<i64>,
     pub received_at: NaiveDateTime,
-}
-
-/// Runs the same diesel query on whichever backend `c` is, for SQL the shared backend type
-/// cannot express (`ON CONFLICT DO NOTHING`).
-macro_rules! on_backend {
-    ($c:expr, |$conn:ident| $body:expr) => {
-        match $c {
-            AnyConnection::Postgresql($conn) => $body,
-            AnyConnection::Sqlite($conn) => $body,
-        }
-    };
 }
 
 const LEASE_SQL: &str = "UPDATE jobs SET status = 'running', lease_owner = $1, \

@@ -28,6 +28,19 @@ pub enum AnyConnection {
     Sqlite(SqliteConnection),
 }
 
+/// Runs the same diesel query on whichever backend `c` is, for SQL the shared backend type
+/// cannot express (`ON CONFLICT DO NOTHING`).
+macro_rules! on_backend {
+    ($c:expr, |$conn:ident| $body:expr) => {
+        match $c {
+            AnyConnection::Postgresql($conn) => $body,
+            AnyConnection::Sqlite($conn) => $body,
+        }
+    };
+}
+
+pub(crate) use on_backend;
+
 pub type Conn = PooledConnection<ConnectionManager<AnyConnection>>;
 
 /// Which database a store runs on.

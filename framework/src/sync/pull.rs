@@ -492,9 +492,7 @@ impl EntitySync<'_> {
         }
         c.transaction(|c| {
             Store::hub_write(c, self.p.org_id, &writes)?;
-            for m in &out_maps {
-                Store::save_idmap(c, m)?;
-            }
+            Store::save_idmaps(c, &out_maps)?;
             if let Some((cur, seen)) = checkpoint {
                 cur.watermark = cur.watermark.max(seen);
                 Store::save_cursor(c, cur)?;
