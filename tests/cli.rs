@@ -286,3 +286,36 @@ fn sync_against_the_sandbox_with_the_shipped_config() {
         assert_eq!(conn["last_run"]["status"], "success", "{conn}");
     }
 }
+
+#[test]
+fn bench_measures_idle_and_changed_syncs() {
+    let dir = workspace();
+    let out = dir.path().join("bench.json");
+    let o = ferry(
+        dir.path(),
+        &[
+            "bench",
+            "--sizes",
+            "300",
+            "--page-size",
+            "100",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["records"], 300);
+    assert_eq!(
+        r["first_sync"]["api_calls"], 3,
+        "3 pages; TotalRecords says when to stop: {r}"
+    );
+    assert_eq!(r["idle"]["writes"], 0);
+    assert_eq!(r["idle"]["hub_changes"], 0);
+    assert_eq!(r["idle"]["api_calls"], 1);
+    let k = r["changes_each_side"].as_u64().unwrap();
+    assert_eq!(r["changed"]["writes"].as_u64(), Some(2 * k), "{r}");
+    assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
+}

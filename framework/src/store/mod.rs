@@ -165,6 +165,19 @@ pub fn redact(url: &str) -> String {
 
 /// Helpers for tests that need a throwaway PostgreSQL database.
 #[doc(hidden)]
+impl Store {
+    /// Refreshes PostgreSQL's planner statistics of the tables a sync grows. A table that
+    /// went from empty to large within minutes still has its empty-table statistics, and
+    /// the planner then scans instead of using the unique indexes.
+    pub fn refresh_statistics(&self) -> anyhow::Result<()> {
+        if self.backend == Backend::Postgres {
+            let mut c = self.conn()?;
+            c.batch_execute("ANALYZE id_maps; ANALYZE hub_records;")?;
+        }
+        Ok(())
+    }
+}
+
 pub mod testing {
     use super::*;
 

@@ -55,6 +55,7 @@ pub(crate) async fn pull_entity(
     pull_retries(split, jobs).await?;
     let size = jobs[0].page_size(first_sync);
     let mut token = None;
+    let mut pages: u64 = 0;
     loop {
         let page = client
             .list_changed(def0, since, &PageRequest { token, size })
@@ -72,6 +73,10 @@ pub(crate) async fn pull_entity(
             .max()
             .map(|t| t.min(read_started).naive_utc());
         route_page(jobs, split, page.records, Some((&mut cursor, seen)))?;
+        pages += 1;
+        if pages.is_power_of_two() && !opts.dry_run {
+            engine.store.refresh_statistics()?;
+        }
         (jobs[0].progress)(&format!(
             "{name}: read {n} {} records",
             def0.external_entity

@@ -1,0 +1,2 @@
+DROP INDEX id_maps_retry;
+CREATE INDEX id_maps_retry ON id_maps (connection_id, external_entity, retry_to);
