@@ -116,6 +116,31 @@ impl IdMap {
     }
 }
 
+/// The columns of a new id map row, for single and multi-row inserts alike.
+macro_rules! idmap_row {
+    ($m:expr) => {
+        (
+            id_maps::connection_id.eq($m.connection_id),
+            id_maps::hub_entity.eq(&$m.hub_entity),
+            id_maps::hub_id.eq(&$m.hub_id),
+            id_maps::external_entity.eq(&$m.external_entity),
+            id_maps::external_id.eq(&$m.external_id),
+            id_maps::state.eq(&$m.state),
+            id_maps::hub_hash.eq(&$m.hub_hash),
+            id_maps::ext_hash.eq(&$m.ext_hash),
+            id_maps::last_push_to_hub.eq($m.last_push_to_hub),
+            id_maps::last_push_to_external.eq($m.last_push_to_external),
+            id_maps::to_hub.eq($m.to_hub),
+            id_maps::to_external.eq($m.to_external),
+            id_maps::name.eq(&$m.name),
+            id_maps::last_error.eq(&$m.last_error),
+            id_maps::retry_to.eq(&$m.retry_to),
+            id_maps::metadata.eq(&$m.metadata),
+            id_maps::updated_at.eq($m.updated_at),
+        )
+    };
+}
+
 impl Store {
     /// Inserts (`id == 0`) or updates an id map in the caller's transaction; returns its id.
     pub fn save_idmap(c: &mut AnyConnection, m: &IdMap) -> Result<i64> {
@@ -126,25 +151,7 @@ impl Store {
             return Ok(m.id);
         }
         Ok(diesel::insert_into(id_maps::table)
-            .values((
-                id_maps::connection_id.eq(m.connection_id),
-                id_maps::hub_entity.eq(&m.hub_entity),
-                id_maps::hub_id.eq(&m.hub_id),
-                id_maps::external_entity.eq(&m.external_entity),
-                id_maps::external_id.eq(&m.external_id),
-                id_maps::state.eq(&m.state),
-                id_maps::hub_hash.eq(&m.hub_hash),
-                id_maps::ext_hash.eq(&m.ext_hash),
-                id_maps::last_push_to_hub.eq(m.last_push_to_hub),
-                id_maps::last_push_to_external.eq(m.last_push_to_external),
-                id_maps::to_hub.eq(m.to_hub),
-                id_maps::to_external.eq(m.to_external),
-                id_maps::name.eq(&m.name),
-                id_maps::last_error.eq(&m.last_error),
-                id_maps::retry_to.eq(&m.retry_to),
-                id_maps::metadata.eq(&m.metadata),
-                id_maps::updated_at.eq(m.updated_at),
-            ))
+            .values(idmap_row!(m))
             .returning(id_maps::id)
             .get_result(c)?)
     }
@@ -157,30 +164,7 @@ impl Store {
         }
         // 17 columns a row: 500 rows stay far below SQLite's bound-parameter limit.
         for chunk in new.chunks(500) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|m| {
-                    (
-                        id_maps::connection_id.eq(m.connection_id),
-                        id_maps::hub_entity.eq(&m.hub_entity),
-                        id_maps::hub_id.eq(&m.hub_id),
-                        id_maps::external_entity.eq(&m.external_entity),
-                        id_maps::external_id.eq(&m.external_id),
-                        id_maps::state.eq(&m.state),
-                        id_maps::hub_hash.eq(&m.hub_hash),
-                        id_maps::ext_hash.eq(&m.ext_hash),
-                        id_maps::last_push_to_hub.eq(m.last_push_to_hub),
-                        id_maps::last_push_to_external.eq(m.last_push_to_external),
-                        id_maps::to_hub.eq(m.to_hub),
-                        id_maps::to_external.eq(m.to_external),
-                        id_maps::name.eq(&m.name),
-                        id_maps::last_error.eq(&m.last_error),
-                        id_maps::retry_to.eq(&m.retry_to),
-                        id_maps::metadata.eq(&m.metadata),
-                        id_maps::updated_at.eq(m.updated_at),
-                    )
-                })
-                .collect();
+            let rows: Vec<_> = chunk.iter().map(|m| idmap_row!(m)).collect();
             on_backend!(c, |conn| diesel::insert_into(id_maps::table)
                 .values(&rows)
                 .execute(conn)?);
