@@ -74,7 +74,8 @@ pub(crate) async fn pull_entity(
             .map(|t| t.min(read_started).naive_utc());
         route_page(jobs, split, page.records, Some((&mut cursor, seen)))?;
         pages += 1;
-        if pages.is_power_of_two() && !opts.dry_run {
+        // A first sync grows the tables from nothing: keep the planner's view current.
+        if first_sync && pages.is_power_of_two() && !opts.dry_run {
             engine.store.refresh_statistics()?;
         }
         (jobs[0].progress)(&format!(
