@@ -340,11 +340,12 @@ impl WorkflowMaxClient {
             Some(Value::Array(l)) => l,
             _ => Vec::new(),
         };
+        let contact_fields = !self.custom_defs(Kind::Contact).await?.is_empty();
         let mut out = Vec::new();
         for ct in contacts {
             let mut ct = object(ct, "Contact")?;
             if let Some(id) = text(ct.get("UUID")) {
-                if !self.custom_defs(Kind::Contact).await?.is_empty() {
+                if contact_fields {
                     let cf = self.read_custom(Kind::Contact, &id).await?;
                     ct.insert("CustomFields".into(), Value::Object(cf));
                 }

@@ -72,7 +72,7 @@ pub(crate) async fn pull_entity(
             })
             .max()
             .map(|t| t.min(read_started).naive_utc());
-        route_page(jobs, split, page.records, Some((&mut cursor, seen)))?;
+        route_page(jobs, split, page.records, Some((&mut cursor, seen)), None)?;
         pages += 1;
         // A first sync grows the tables from nothing: keep the planner's view current.
         if first_sync && pages.is_power_of_two() && !opts.dry_run {
@@ -120,7 +120,7 @@ pub(crate) async fn pull_records(
         }
     }
     let n = records.len();
-    route_page(jobs, split, records, None)?;
+    route_page(jobs, split, records, None, None)?;
     (jobs[0].progress)(&format!(
         "{}: read {n} {} records by id",
         def0.name, def0.external_entity
@@ -129,16 +129,17 @@ pub(crate) async fn pull_records(
 }
 
 /// Hands each part its records of one page (split from the listed parents) and writes them,
-/// the checkpoint going with the last part.
+/// the checkpoint going with the last part. `seen` collects `(part, id)` of the records
+/// written, for callers that need to know (retries); listing pages pass `None`.
 fn route_page(
     jobs: &mut [EntitySync<'_>],
     split: Option<SplitFn>,
     records: Vec<Fetched>,
     mut checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
-) -> Result<HashSet<(usize, String)>> {
+    mut seen: Option<&mut HashSet<(usize, String)>>,
+) -> Result<()> {
     let mut per_part: Vec<Vec<Fetched>> = jobs.iter().map(|_| Vec::new()).collect();
     let mut parents: HashMap<String, String> = HashMap::new();
-    let mut seen = HashSet::new();
     for f in records {
         match (split, f) {
             (Some(split), Fetched::Record(r)) => {
@@ -160,17 +161,19 @@ fn route_page(
     }
     let last = jobs.len() - 1;
     for (k, (job, recs)) in jobs.iter_mut().zip(per_part).enumerate() {
-        for f in &recs {
-            if let Fetched::Record(r) = f {
-                if let Some(id) = job.client.record_id(job.def, r) {
-                    seen.insert((k, id));
+        if let Some(seen) = seen.as_deref_mut() {
+            for f in &recs {
+                if let Fetched::Record(r) = f {
+                    if let Some(id) = job.client.record_id(job.def, r) {
+                        seen.insert((k, id));
+                    }
                 }
             }
         }
         let cp = if k == last { checkpoint.take() } else { None };
         job.pull_page(recs, &parents, cp)?;
     }
-    Ok(seen)
+    Ok(())
 }
 
 /// Re-reads records that wait to reach the hub (deferred or failed earlier). A part's
@@ -227,7 +230,8 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
                     }),
                 }
             }
-            let seen = route_page(jobs, split, records, None)?;
+            let mut seen = HashSet::new();
+            route_page(jobs, split, records, None, Some(&mut seen))?;
             // A sub-record its parent no longer carries is gone too.
             gone.extend(asked.into_iter().filter(|m| {
                 k > 0
