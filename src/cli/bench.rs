@@ -458,37 +458,39 @@ pub async fn bench(settings_path: &Path, args: BenchArgs) -> Result<ExitCode> {
         backends.push("postgresql");
     }
     let mut results = Vec::new();
+    let mut memory = None;
     for backend in &backends {
         for &n in &args.sizes {
             let db = fresh_db(&settings, backend, n, args.postgres.as_deref())?;
             results.push(one(&settings, &db, backend, n, args.page_size, true).await?);
         }
-    }
-    let mut memory = None;
-    if args.memory_size > 0 {
-        let base = *args.sizes.iter().max().unwrap_or(&0);
-        let db = fresh_db(&settings, "sqlite", args.memory_size, None)?;
-        let big = one(
-            &settings,
-            &db,
-            "sqlite",
-            args.memory_size,
-            args.page_size,
-            false,
-        )
-        .await?;
-        let at_base = results
-            .iter()
-            .find(|r| r.backend == "sqlite" && r.records == base)
-            .map(|r| r.first_sync.peak_rss_mb);
-        if let Some(b) = at_base {
-            memory = Some((
-                big.first_sync.peak_rss_mb / b.max(1e-9),
+        // Right after SQLite's sizes, before any PostgreSQL run: the peak is of this process,
+        // and memory another backend's phases leave behind would be counted as the big run's.
+        if *backend == "sqlite" && args.memory_size > 0 {
+            let base = *args.sizes.iter().max().unwrap_or(&0);
+            let db = fresh_db(&settings, "sqlite", args.memory_size, None)?;
+            let big = one(
+                &settings,
+                &db,
+                "sqlite",
                 args.memory_size,
-                base,
-            ));
+                args.page_size,
+                false,
+            )
+            .await?;
+            let at_base = results
+                .iter()
+                .find(|r| r.backend == "sqlite" && r.records == base)
+                .map(|r| r.first_sync.peak_rss_mb);
+            if let Some(b) = at_base {
+                memory = Some((
+                    big.first_sync.peak_rss_mb / b.max(1e-9),
+                    args.memory_size,
+                    base,
+                ));
+            }
+            results.push(big);
         }
-        results.push(big);
     }
     print(&results, memory);
     let out = json!({

@@ -60,6 +60,15 @@ impl Mapping {
         apply(&self.rules, external, refs, Dir::ToHub, true)
     }
 
+    /// Whether creation-only rules exist: without them a new record maps like any other
+    /// and needs no second pass.
+    pub fn has_create_rules(&self) -> bool {
+        fn any(rules: &[Rule]) -> bool {
+            rules.iter().any(|r| r.create_only || any(&r.items))
+        }
+        any(&self.rules)
+    }
+
     /// Maps a hub record to the external fields it carries.
     pub fn to_external(&self, hub: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
         apply(&self.rules, hub, refs, Dir::ToExternal, false)
@@ -139,9 +148,9 @@ fn apply(
     {
         let (from, to, step) = paths(r, dir);
         let Some(to) = to else { continue };
-        let field = to.to_string();
+        // Named only when something goes wrong: building it per record and rule costs.
         let invalid = |message: String| MapError::Invalid {
-            field: field.clone(),
+            field: to.to_string(),
             message,
         };
         let mut v = match (step, from) {
@@ -179,7 +188,7 @@ fn apply(
             v = Value::String(resolved.ok_or_else(|| MapError::Unresolved {
                 entity: entity.clone(),
                 id,
-                field: field.clone(),
+                field: to.to_string(),
             })?);
         }
         if dir == Dir::ToExternal {

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::schema::{hub_records, organizations};
 use super::{on_backend, AnyConnection, Store};
@@ -57,6 +58,24 @@ pub struct HubWrite {
     pub origin_connection_id: Option<i64>,
 }
 
+/// A stable hash of a JSON value (object keys are sorted by serde_json's map): what id maps
+/// compare to tell whether a side changed since Ferry last saw it.
+pub fn content_hash(v: &Value) -> String {
+    text_hash(&serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The content hash of a value already serialized (the hub stores this text, so a record's
+/// stored hash equals `content_hash` of its data).
+fn text_hash(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
+}
+
 fn rows(v: Vec<Row>) -> Result<Vec<HubRecord>> {
     v.into_iter().map(Row::into_record).collect()
 }
@@ -83,6 +102,7 @@ impl Store {
         for (i, w) in writes.iter().enumerate() {
             let seq = last - n + 1 + i as i64;
             let data = serde_json::to_string(&w.data)?;
+            let hash = text_hash(data.as_bytes());
             let at = w.updated_at.naive_utc();
             if w.create {
                 created.push((
@@ -90,6 +110,7 @@ impl Store {
                     hub_records::entity.eq(&w.entity),
                     hub_records::uid.eq(&w.uid),
                     hub_records::data.eq(data),
+                    hub_records::content_hash.eq(hash),
                     hub_records::seq.eq(seq),
                     hub_records::match_key.eq(&w.match_key),
                     hub_records::updated_at.eq(at),
@@ -103,6 +124,7 @@ impl Store {
                 )
                 .set((
                     hub_records::data.eq(&data),
+                    hub_records::content_hash.eq(hash),
                     hub_records::seq.eq(seq),
                     hub_records::match_key.eq(&w.match_key),
                     hub_records::updated_at.eq(at),
@@ -112,7 +134,7 @@ impl Store {
             }
             out.push((w.uid.clone(), seq));
         }
-        // New records in multi-row inserts (8 columns a row).
+        // New records in multi-row inserts (9 columns a row).
         for chunk in created.chunks(1000) {
             on_backend!(c, |conn| diesel::insert_into(hub_records::table)
                 .values(chunk)
@@ -121,20 +143,42 @@ impl Store {
         Ok(out)
     }
 
-    /// Records of `entity` changed after `seq`, oldest change first.
-    pub fn hub_changed_since(
+    /// Records of `entity` changed after `seq` that one connection does not hold yet,
+    /// oldest change first. A record whose id map for this connection is linked, not waiting
+    /// to go out, and last sent or read with this very content (same hash) is passed over
+    /// inside the query: after a first sync, the records just read in are not read back.
+    pub fn hub_changed_for(
         c: &mut AnyConnection,
         org_id: i64,
         entity: &str,
         seq: i64,
         limit: usize,
+        connection: (i64, &str),
     ) -> Result<Vec<HubRecord>> {
+        use super::schema::id_maps;
+        use diesel::dsl::sql;
+        use diesel::sql_types::Bool;
+        let (connection_id, external_entity) = connection;
         rows(
             hub_records::table
+                .left_join(
+                    id_maps::table.on(id_maps::connection_id
+                        .eq(connection_id)
+                        .and(id_maps::hub_entity.eq(entity))
+                        .and(id_maps::hub_id.eq(hub_records::uid.nullable()))
+                        .and(id_maps::external_entity.eq(external_entity))),
+                )
                 .filter(hub_records::organization_id.eq(org_id))
                 .filter(hub_records::entity.eq(entity))
                 .filter(hub_records::seq.gt(seq))
                 .filter(hub_records::deleted_at.is_null())
+                // Never NULL: each comparison that could be is guarded by a check before it.
+                .filter(sql::<Bool>(
+                    "NOT (id_maps.external_id IS NOT NULL AND id_maps.hub_hash IS NOT NULL \
+                     AND hub_records.content_hash IS NOT NULL \
+                     AND id_maps.hub_hash = hub_records.content_hash \
+                     AND (id_maps.retry_to IS NULL OR id_maps.retry_to <> 'external'))",
+                ))
                 .order(hub_records::seq)
                 .limit(limit as i64)
                 .select(Row::as_select())

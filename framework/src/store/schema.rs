@@ -48,6 +48,7 @@ diesel::table! {
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
         origin_connection_id -> Nullable<BigInt>,
+        content_hash -> Nullable<Text>,
     }
 }
 

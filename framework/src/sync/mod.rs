@@ -357,7 +357,7 @@ impl Engine {
                                 sel: &s.selection,
                                 mapping,
                                 route,
-                                client: client.as_ref(),
+                                client: &client,
                                 opts,
                                 counts: &mut report.counts,
                                 plan: Vec::new(),
@@ -506,7 +506,8 @@ pub(crate) struct EntitySync<'a> {
     mapping: &'a Mapping,
     /// Hub → external routing when this is a part of a complex entity.
     route: Option<RouteFn>,
-    client: &'a dyn ExternalClient,
+    /// Shared so the next page can be fetched on the runtime while this one is written.
+    client: &'a Arc<dyn ExternalClient>,
     opts: &'a SyncOptions,
     counts: &'a mut Counts,
     plan: Vec<String>,
@@ -514,9 +515,10 @@ pub(crate) struct EntitySync<'a> {
 }
 
 impl EntitySync<'_> {
-    fn note(&mut self, line: String) {
+    /// A line of a dry run's plan; only formatted when there is a plan to show.
+    fn note(&mut self, line: impl FnOnce() -> String) {
         if self.opts.dry_run {
-            self.plan.push(line);
+            self.plan.push(line());
         }
     }
 

@@ -5,14 +5,17 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, Result};
-use chrono::{Duration, NaiveDateTime, Utc};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::Connection;
 use serde_json::Value;
 
 use super::support::{content_hash, merge, PageRefs};
 use super::EntitySync;
 use crate::config::ConflictPolicy;
-use crate::entity::{Fetched, PageRequest, SplitFn};
+use crate::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest, SplitFn};
+use crate::http::ApiError;
 use crate::mapping::MapError;
 use crate::store::hub::{HubRecord, HubWrite};
 use crate::store::idmaps::{retry, state, IdMap};
@@ -54,13 +57,17 @@ pub(crate) async fn pull_entity(
     let read_started = Utc::now();
     pull_retries(split, jobs).await?;
     let size = jobs[0].page_size(first_sync);
-    let mut token = None;
+    let fetch =
+        |token: Option<String>| Prefetch::start(client, def0, since, PageRequest { token, size });
+    let mut next = Some(fetch(None));
     let mut pages: u64 = 0;
-    loop {
-        let page = client
-            .list_changed(def0, since, &PageRequest { token, size })
+    while let Some(pending) = next.take() {
+        let page = pending
+            .finish()
             .await
             .map_err(|e| anyhow!("listing {} records: {e}", def0.external_entity))?;
+        // One page ahead: the application answers the next while this one is written.
+        next = page.next.clone().map(|t| fetch(Some(t)));
         let n = page.records.len();
         // Never past the read's start: later changes are read next time.
         let seen = page
@@ -82,10 +89,6 @@ pub(crate) async fn pull_entity(
             "{name}: read {n} {} records",
             def0.external_entity
         ));
-        token = page.next;
-        if token.is_none() {
-            break;
-        }
     }
     if !opts.dry_run {
         // The whole list was read: everything changed before the read started is in.
@@ -94,6 +97,36 @@ pub(crate) async fn pull_entity(
         Store::save_cursor(&mut c, &cursor)?;
     }
     Ok(())
+}
+
+/// A page being listed on the runtime. Dropping it (an error while writing the previous
+/// page) cancels the request.
+struct Prefetch(tokio::task::JoinHandle<Result<Page, ApiError>>);
+
+impl Prefetch {
+    fn start(
+        client: &Arc<dyn ExternalClient>,
+        def: &EntityDef,
+        since: Option<DateTime<Utc>>,
+        req: PageRequest,
+    ) -> Prefetch {
+        let (client, def) = (Arc::clone(client), def.clone());
+        Prefetch(tokio::spawn(async move {
+            client.list_changed(&def, since, &req).await
+        }))
+    }
+
+    async fn finish(mut self) -> Result<Page, ApiError> {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|e| Err(ApiError::Transient(format!("listing task failed: {e}"))))
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A targeted read (a webhook named these records): each is fetched by id and written
@@ -267,15 +300,20 @@ impl EntitySync<'_> {
         let cid = self.p.connection_id;
         let (hub_entity, ext_entity) = (self.def.hub_entity, self.def.external_entity);
         self.counts.fetched += records.len() as u64;
-        let mut good: Vec<(String, Value)> = Vec::new();
+        let mut good: Vec<(String, Value)> = Vec::with_capacity(records.len());
+        let mut at: HashMap<String, usize> = HashMap::with_capacity(records.len());
         let mut bad: Vec<(String, String)> = Vec::new();
         for f in records {
             match f {
                 Fetched::Record(r) => match self.client.record_id(self.def, &r) {
-                    Some(id) => {
-                        good.retain(|(g, _)| g != &id);
-                        good.push((id, r));
-                    }
+                    // Listed twice in one page: the later copy wins.
+                    Some(id) => match at.get(&id) {
+                        Some(&i) => good[i].1 = r,
+                        None => {
+                            at.insert(id.clone(), good.len());
+                            good.push((id, r));
+                        }
+                    },
                     None => {
                         self.counts.errors += 1;
                         tracing::warn!(entity = ext_entity, "record without an id skipped");
@@ -424,14 +462,16 @@ impl EntitySync<'_> {
                             ConflictPolicy::External => true,
                             ConflictPolicy::Newest => updated.is_none_or(|u| u >= h.updated_at),
                         };
-                        self.note(format!(
-                            "conflict on {label}: {} wins",
-                            if external_wins {
-                                "the application"
-                            } else {
-                                "the hub"
-                            }
-                        ));
+                        self.note(|| {
+                            format!(
+                                "conflict on {label}: {} wins",
+                                if external_wins {
+                                    "the application"
+                                } else {
+                                    "the hub"
+                                }
+                            )
+                        });
                         if !external_wins {
                             // The push half sends the hub's version out.
                             continue;
@@ -454,12 +494,15 @@ impl EntitySync<'_> {
                 }
                 None => {
                     // Creation-only rules (a source stamp) apply to a new hub record.
-                    let v = match self.mapping.to_hub_new(&r, &refs) {
-                        Ok(mut new) => {
-                            self.key_items(&mut m, &r, &mut new);
-                            new
-                        }
-                        Err(_) => v,
+                    let v = match self.mapping.has_create_rules() {
+                        true => match self.mapping.to_hub_new(&r, &refs) {
+                            Ok(mut new) => {
+                                self.key_items(&mut m, &r, &mut new);
+                                new
+                            }
+                            Err(_) => v,
+                        },
+                        false => v,
                     };
                     (uuid::Uuid::now_v7().to_string(), v, true)
                 }
@@ -472,10 +515,10 @@ impl EntitySync<'_> {
             }
             if create {
                 self.counts.created_in_hub += 1;
-                self.note(format!("hub: create {label}"));
+                self.note(|| format!("hub: create {label}"));
             } else {
                 self.counts.updated_in_hub += 1;
-                self.note(format!("hub: update {label}"));
+                self.note(|| format!("hub: update {label}"));
             }
             m.hub_id = Some(uid.clone());
             m.last_push_to_hub = Some(now());
@@ -541,11 +584,13 @@ impl EntitySync<'_> {
         match e {
             MapError::Unresolved { .. } => {
                 self.counts.deferred += 1;
-                self.note(format!(
-                    "defer {} {}: {e}",
-                    m.hub_entity,
-                    m.name.clone().unwrap_or_default()
-                ));
+                self.note(|| {
+                    format!(
+                        "defer {} {}: {e}",
+                        m.hub_entity,
+                        m.name.clone().unwrap_or_default()
+                    )
+                });
                 if unlinked {
                     m.state = state::DEFERRED.into();
                 }

@@ -43,12 +43,22 @@ impl EntitySync<'_> {
             updated_at: now(),
         });
         self.push_retries().await?;
+        // Every record up to here is committed: the ones the query passes over (already in
+        // the application) are behind the cursor once the loop is done.
+        let upto = self.engine.store.hub_seq(self.p.org_id)?;
         let size = self.page_size(cur.hub_seq == 0);
         let mut seq = if self.opts.full { 0 } else { cur.hub_seq };
         loop {
             let recs = {
                 let mut c = self.engine.store.conn()?;
-                Store::hub_changed_since(&mut c, self.p.org_id, self.def.hub_entity, seq, size)?
+                Store::hub_changed_for(
+                    &mut c,
+                    self.p.org_id,
+                    self.def.hub_entity,
+                    seq,
+                    size,
+                    (self.p.connection_id, self.def.external_entity),
+                )?
             };
             let Some(last) = recs.last() else { break };
             seq = last.seq;
@@ -62,6 +72,11 @@ impl EntitySync<'_> {
             if n < size {
                 break;
             }
+        }
+        if upto > cur.hub_seq && !self.opts.dry_run {
+            cur.hub_seq = upto;
+            let mut c = self.engine.store.conn()?;
+            Store::save_cursor(&mut c, &cur)?;
         }
         Ok(())
     }
@@ -199,10 +214,12 @@ impl EntitySync<'_> {
                     }
                 };
                 let name = w.map.name.clone().unwrap_or_default();
-                self.note(format!(
-                    "{}: {what} {ext_entity} from {hub_entity} {name}",
-                    self.p.config.name
-                ));
+                self.note(|| {
+                    format!(
+                        "{}: {what} {ext_entity} from {hub_entity} {name}",
+                        self.p.config.name
+                    )
+                });
             }
             return Ok(());
         }

@@ -5,22 +5,10 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::mapping::{Mapping, RefResolver};
+pub use crate::store::hub::content_hash;
 use crate::store::{AnyConnection, Store};
-
-/// A stable hash of a JSON value (object keys are sorted by serde_json's map).
-pub fn content_hash(v: &Value) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in Sha256::digest(&bytes) {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 15) as usize] as char);
-    }
-    out
-}
 
 /// Overlays `patch` on `base`: present keys win (null included), absent keys keep `base`.
 pub fn merge(base: &Value, patch: &Value) -> Value {

@@ -1,0 +1,1 @@
+ALTER TABLE hub_records DROP COLUMN content_hash;
