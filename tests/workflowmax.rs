@@ -7,6 +7,7 @@ use common::Hub as _;
 
 use std::sync::Arc;
 
+use chrono::TimeZone;
 use common::{backends, counts, hubbed, quick_limits};
 use ferry_connectors::workflowmax::fake::{Failure, Limits, Target};
 use ferry_framework::connector::{self, ConnectionContext};
@@ -15,6 +16,32 @@ use ferry_framework::http::rate::{RateBudget, RateLimits};
 use ferry_framework::http::{ApiStats, TokenStore};
 use ferry_framework::store::idmaps::state;
 use serde_json::json;
+
+fn tokens_of(e: &common::Hubbed) -> TokenStore {
+    TokenStore::new(
+        e.engine.store.clone(),
+        e.engine.cipher.clone(),
+        e.wfm_conn.connection_id,
+    )
+}
+
+/// The connector's client for the test connection, as a sync worker opens it.
+fn open_client(e: &common::Hubbed) -> Arc<dyn ferry_framework::entity::ExternalClient> {
+    connector::find("workflowmax")
+        .unwrap()
+        .open(ConnectionContext {
+            connection_id: e.wfm_conn.connection_id,
+            connection_name: "wfm".into(),
+            settings: e.wfm_conn.config.settings.clone(),
+            secrets: e.wfm_conn.secrets.clone(),
+            tokens: tokens_of(e),
+            http: reqwest::Client::new(),
+            stats: Arc::new(ApiStats::default()),
+            budget: Arc::new(RateBudget::new(quick_limits().1)),
+            max_retries: 1,
+        })
+        .unwrap()
+}
 
 fn contact_names(client: &serde_json::Value) -> Vec<String> {
     let mut v: Vec<String> = client["Contacts"]
@@ -165,33 +192,12 @@ async fn a_rotating_refresh_raced_by_two_tasks_keeps_the_newest_token() {
     for url in backends(dir.path()) {
         let e = hubbed(&url, false, quick_limits(), json!({})).await;
         e.wfm.add_client("Race Ltd", json!({}));
-        let conn = connector::find("workflowmax").unwrap();
-        let tokens = || {
-            TokenStore::new(
-                e.engine.store.clone(),
-                e.engine.cipher.clone(),
-                e.wfm_conn.connection_id,
-            )
-        };
-        // Two workers of one connection: separate clients, one credential row.
-        let open = || {
-            conn.open(ConnectionContext {
-                connection_id: e.wfm_conn.connection_id,
-                connection_name: "wfm".into(),
-                settings: e.wfm_conn.config.settings.clone(),
-                secrets: e.wfm_conn.secrets.clone(),
-                tokens: tokens(),
-                http: reqwest::Client::new(),
-                stats: Arc::new(ApiStats::default()),
-                budget: Arc::new(RateBudget::new(quick_limits().1)),
-                max_retries: 1,
-            })
-            .unwrap()
-        };
-        let entities = conn.entities();
+        let tokens = || tokens_of(&e);
+        let entities = connector::find("workflowmax").unwrap().entities();
         let def = &entities[0].parts()[0];
         for round in 0..3 {
-            let (a, b) = (open(), open());
+            // Two workers of one connection: separate clients, one credential row.
+            let (a, b) = (open_client(&e), open_client(&e));
             let page = PageRequest {
                 token: None,
                 size: 10,
@@ -390,4 +396,68 @@ async fn incremental_reads_page_and_filter_by_modifiedsince() {
         assert_eq!(r.status, "success", "{r:?}");
         assert_eq!(e.wfm.rate_report().2, 0, "an injected 429 is not a refusal");
     }
+}
+
+#[tokio::test]
+async fn listing_pages_follow_the_offsets_of_the_filtered_list_even_when_it_shifts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = backends(dir.path()).remove(0);
+    let e = hubbed(&url, false, quick_limits(), json!({})).await;
+    let at = |m: u32| chrono::Utc.with_ymd_and_hms(2026, m, 1, 0, 0, 0).unwrap();
+    e.wfm.set_clock(Some(at(1)));
+    let ids: Vec<String> = (0..25)
+        .map(|i| e.wfm.add_client(&format!("Client {i:02}"), json!({})))
+        .collect();
+    // Clients 05..24 change in February; a listing since February holds those 20.
+    e.wfm.set_clock(Some(at(2)));
+    for id in &ids[5..] {
+        assert!(e.wfm.edit(id, json!({"Phone": "+64 9 000"})));
+    }
+    let client = open_client(&e);
+    let def = &connector::find("workflowmax").unwrap().entities()[0].parts()[0].clone();
+    let names = |p: &ferry_framework::entity::Page| -> Vec<String> {
+        p.records
+            .iter()
+            .map(|f| match f {
+                ferry_framework::entity::Fetched::Record(r) => r["Name"].as_str().unwrap().into(),
+                other => panic!("unreadable record {other:?}"),
+            })
+            .collect()
+    };
+    let list = |token: Option<String>| {
+        let (client, def) = (client.clone(), def.clone());
+        async move {
+            client
+                .list_changed(&def, Some(at(2)), &PageRequest { token, size: 8 })
+                .await
+                .unwrap()
+        }
+    };
+    let mut token = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = list(token).await;
+        seen.extend(names(&page));
+        token = page.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (5..25).map(|i| format!("Client {i:02}")).collect();
+    assert_eq!(
+        seen, expected,
+        "each page continues where the last one ended"
+    );
+
+    // Client 00 changes between pages 1 and 2: it enters the filtered list ahead of the
+    // others, so (as with the real API's offsets) page 2 starts one record earlier.
+    let first = list(None).await;
+    assert_eq!(names(&first).last().map(String::as_str), Some("Client 12"));
+    assert!(e.wfm.edit(&ids[0], json!({"Phone": "+64 9 111"})));
+    let second = list(first.next).await;
+    assert_eq!(
+        names(&second).first().map(String::as_str),
+        Some("Client 12"),
+        "offsets are of the list as it is now"
+    );
 }

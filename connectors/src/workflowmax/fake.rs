@@ -103,6 +103,19 @@ struct Contact {
     custom: BTreeMap<String, String>,
 }
 
+/// Where the last paged listing stopped: the next page resumes there instead of skipping
+/// through every client again, as the real API answers any page in about the same time.
+/// A change to any client (`edits`) or a new one (`next`) makes it stale.
+#[derive(Clone, Copy)]
+struct Listing {
+    since: Option<DateTime<Utc>>,
+    size: usize,
+    page: usize,
+    after: u64,
+    total: usize,
+    stamp: (u64, u64),
+}
+
 #[derive(Default)]
 struct Inner {
     /// By creation order, which is the list order.
@@ -113,6 +126,8 @@ struct Inner {
     refresh_tokens: HashSet<String>,
     access_tokens: HashSet<String>,
     next: u64,
+    edits: u64,
+    listing: Option<Listing>,
     calls: HashMap<String, u64>,
     failures: VecDeque<(Target, Failure)>,
     limits: Limits,
@@ -382,6 +397,7 @@ impl FakeWorkflowMax {
 
 fn client_mut<'a>(g: &'a mut Inner, uuid: &str) -> Option<&'a mut Client> {
     let seq = *g.by_uuid.get(uuid)?;
+    g.edits += 1;
     g.clients.get_mut(&seq)
 }
 
@@ -690,17 +706,44 @@ async fn list(
         .and_then(|p| p.parse::<usize>().ok())
         .filter(|s| *s > 0)
         .unwrap_or(100);
-    let g = fake.lock();
-    let changed = |c: &&Client| since.is_none_or(|s| c.modified >= s);
-    let total = g.clients.values().filter(changed).count();
-    let clients: Vec<Value> = g
+    let mut g = fake.lock();
+    let changed = |c: &Client| since.is_none_or(|s| c.modified >= s);
+    let stamp = (g.next, g.edits);
+    // The page after the one last served resumes where it stopped.
+    let resume = g
+        .listing
+        .filter(|l| paged && (l.since, l.size, l.page + 1, l.stamp) == (since, size, page, stamp));
+    let total = match resume {
+        Some(l) => l.total,
+        None => g.clients.values().filter(|c| changed(c)).count(),
+    };
+    let (from, skip) = match resume {
+        Some(l) => (l.after + 1, 0),
+        None => (0, if paged { (page - 1) * size } else { 0 }),
+    };
+    let keys: Vec<u64> = g
         .clients
-        .values()
-        .filter(changed)
-        .skip(if paged { (page - 1) * size } else { 0 })
+        .range(from..)
+        .filter(|(_, c)| changed(c))
+        .skip(skip)
         .take(if paged { size } else { usize::MAX })
+        .map(|(k, _)| *k)
+        .collect();
+    let clients: Vec<Value> = keys
+        .iter()
+        .filter_map(|k| g.clients.get(k))
         .map(|c| client_value(&g, c, detailed))
         .collect();
+    if let (true, Some(&after)) = (paged, keys.last()) {
+        g.listing = Some(Listing {
+            since,
+            size,
+            page,
+            after,
+            total,
+            stamp,
+        });
+    }
     let mut payload = vec![("Clients", Value::Array(clients))];
     if paged {
         payload.push(("Page", page.into()));
