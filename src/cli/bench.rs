@@ -347,11 +347,14 @@ async fn one(
 
     // 1% changed: half made by the application's users, half in the hub.
     let k = (n / 200).max(1);
-    let maps = engine.store.idmaps_of(&[p.connection_id])?;
+    // Only the id maps needed: loading them all would leave the allocator holding memory
+    // that the next phase's peak RSS would count.
+    let (_, maps) = engine
+        .store
+        .idmaps_page(&[p.connection_id], None, false, 0, (2 * k) as i64)?;
     let ids: Vec<(String, String)> = maps
         .iter()
         .filter_map(|m| Some((m.hub_id.clone()?, m.external_id.clone()?)))
-        .take(2 * k)
         .collect();
     for (_, ext) in ids.iter().take(k) {
         let body = format!("<Client><UUID>{ext}</UUID><Phone>+64 21 changed</Phone></Client>");
