@@ -477,6 +477,49 @@ async fn one_failing_entity_does_not_stop_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_listing_that_fails_midway_keeps_the_pages_before_it_and_finishes_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let e = env(
+            &url,
+            Opts {
+                first_sync_batch_size: 2,
+                ..Opts::default()
+            },
+        )
+        .await;
+        for i in 0..5 {
+            e.fake.add_contact(&format!("Company {i}"), "", "");
+        }
+        // Page 1 answers; page 2 fails on both attempts the harness allows.
+        e.fake.fail_next(
+            Target::List,
+            Failure::Delay(std::time::Duration::from_millis(1)),
+        );
+        e.fake.fail_next(Target::List, Failure::Status(500));
+        e.fake.fail_next(Target::List, Failure::Status(500));
+        let only_orgs = || SyncOptions {
+            entities: vec!["organization".into()],
+            ..Default::default()
+        };
+        let r = e.sync_with(only_orgs()).await;
+        assert_eq!(r.status, "error", "{r:?}");
+        assert_eq!(e.hub("Organization").len(), 2, "page 1 is kept");
+
+        let r = e.sync_with(only_orgs()).await;
+        assert_eq!(r.status, "success", "{r:?}");
+        let mut names: Vec<String> = e
+            .hub("Organization")
+            .iter()
+            .map(|h| h.data["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        let expected: Vec<String> = (0..5).map(|i| format!("Company {i}")).collect();
+        assert_eq!(names, expected, "all five, none twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_runs_of_one_connection_never_overlap() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {

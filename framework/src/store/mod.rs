@@ -72,12 +72,13 @@ struct SqlitePragmas;
 impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
         if let AnyConnection::Sqlite(c) = conn {
-            // Checkpoints every 8000 WAL pages (32 MB), not SQLite's 1000: a sync's inserts
-            // land on index pages all over random-id indexes, and each checkpoint wrote the
-            // same pages again (a 100k first sync: 10.5 s -> 7.5 s; docs/PERFORMANCE.md).
+            // Checkpoints every 8000 WAL pages (32 MB), not SQLite's 1000, and a 16 MB page
+            // cache, not 2 MB: a sync's inserts land on index pages all over random-id
+            // indexes; each checkpoint wrote the same pages again, and a small cache read
+            // them back and spilled them (docs/PERFORMANCE.md has the figures).
             c.batch_execute(
                 "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-                 PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 8000;",
+                 PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 8000; PRAGMA cache_size = -16384;",
             )
             .map_err(diesel::r2d2::Error::QueryError)?;
         }

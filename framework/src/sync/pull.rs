@@ -8,6 +8,7 @@ use anyhow::{anyhow, Result};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use diesel::connection::TransactionManager;
 use diesel::Connection;
 use serde_json::Value;
 
@@ -21,7 +22,7 @@ use crate::store::hub::{HubRecord, HubWrite};
 use crate::store::idmaps::{retry, state, IdMap};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
-use crate::store::Store;
+use crate::store::{AnyConnection, Store};
 
 /// Reads one entity's changes into the hub. The list returns records of the first part;
 /// a complex entity's `split` routes each into sub-records for every part, and the parts'
@@ -60,12 +61,17 @@ pub(crate) async fn pull_entity(
     let fetch =
         |token: Option<String>| Prefetch::start(client, def0, since, PageRequest { token, size });
     let mut next = Some(fetch(None));
+    let mut batch = Batch::new(engine.store.conn()?, !opts.dry_run);
     let mut pages: u64 = 0;
     while let Some(pending) = next.take() {
-        let page = pending
-            .finish()
-            .await
-            .map_err(|e| anyhow!("listing {} records: {e}", def0.external_entity))?;
+        let page = match pending.finish().await {
+            Ok(page) => page,
+            Err(e) => {
+                // The pages before it are good: keep them.
+                batch.commit()?;
+                return Err(anyhow!("listing {} records: {e}", def0.external_entity));
+            }
+        };
         // One page ahead: the application answers the next while this one is written.
         next = page.next.clone().map(|t| fetch(Some(t)));
         let n = page.records.len();
@@ -79,10 +85,22 @@ pub(crate) async fn pull_entity(
             })
             .max()
             .map(|t| t.min(read_started).naive_utc());
-        route_page(jobs, split, page.records, Some((&mut cursor, seen)), None)?;
+        route_page(
+            batch.conn()?,
+            jobs,
+            split,
+            page.records,
+            Some((&mut cursor, seen)),
+            None,
+        )?;
         pages += 1;
         // A first sync grows the tables from nothing: keep the planner's view current.
-        if first_sync && pages.is_power_of_two() && !opts.dry_run {
+        let analyze = first_sync && pages.is_power_of_two() && !opts.dry_run;
+        let waiting = next.as_ref().is_some_and(|n| !n.is_finished());
+        if waiting || next.is_none() || analyze || batch.pages >= BATCH_PAGES {
+            batch.commit()?;
+        }
+        if analyze {
             engine.store.refresh_statistics()?;
         }
         (jobs[0].progress)(&format!(
@@ -123,6 +141,66 @@ impl Prefetch {
     }
 }
 
+/// Pages written in one transaction while the application keeps up (the next page is
+/// already here): fewer commits, and index pages that consecutive pages share go to the
+/// log once. Committed before waiting on the network, so no lock is held across a wait;
+/// dropped uncommitted (an error), the pages are rolled back and read again next time.
+struct Batch {
+    c: crate::store::Conn,
+    enabled: bool,
+    open: bool,
+    pages: usize,
+}
+
+/// At most this many pages in one transaction.
+const BATCH_PAGES: usize = 8;
+
+impl Batch {
+    fn new(c: crate::store::Conn, enabled: bool) -> Batch {
+        Batch {
+            c,
+            enabled,
+            open: false,
+            pages: 0,
+        }
+    }
+
+    /// The connection for the next page, inside the batch's transaction.
+    fn conn(&mut self) -> Result<&mut AnyConnection> {
+        if self.enabled && !self.open {
+            Manager::begin_transaction(&mut *self.c)?;
+            self.open = true;
+        }
+        self.pages += 1;
+        Ok(&mut self.c)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.pages = 0;
+        if self.open {
+            self.open = false;
+            Manager::commit_transaction(&mut *self.c)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = Manager::rollback_transaction(&mut *self.c);
+        }
+    }
+}
+
+type Manager = <AnyConnection as Connection>::TransactionManager;
+
+impl Prefetch {
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
 impl Drop for Prefetch {
     fn drop(&mut self) {
         self.0.abort();
@@ -153,7 +231,8 @@ pub(crate) async fn pull_records(
         }
     }
     let n = records.len();
-    route_page(jobs, split, records, None, None)?;
+    let mut c = jobs[0].engine.store.conn()?;
+    route_page(&mut c, jobs, split, records, None, None)?;
     (jobs[0].progress)(&format!(
         "{}: read {n} {} records by id",
         def0.name, def0.external_entity
@@ -165,6 +244,7 @@ pub(crate) async fn pull_records(
 /// the checkpoint going with the last part. `seen` collects `(part, id)` of the records
 /// written, for callers that need to know (retries); listing pages pass `None`.
 fn route_page(
+    c: &mut AnyConnection,
     jobs: &mut [EntitySync<'_>],
     split: Option<SplitFn>,
     records: Vec<Fetched>,
@@ -204,7 +284,7 @@ fn route_page(
             }
         }
         let cp = if k == last { checkpoint.take() } else { None };
-        job.pull_page(recs, &parents, cp)?;
+        job.pull_page(c, recs, &parents, cp)?;
     }
     Ok(())
 }
@@ -264,7 +344,8 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
                 }
             }
             let mut seen = HashSet::new();
-            route_page(jobs, split, records, None, Some(&mut seen))?;
+            let mut c = engine.store.conn()?;
+            route_page(&mut c, jobs, split, records, None, Some(&mut seen))?;
             // A sub-record its parent no longer carries is gone too.
             gone.extend(asked.into_iter().filter(|m| {
                 k > 0
@@ -293,6 +374,7 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
 impl EntitySync<'_> {
     fn pull_page(
         &mut self,
+        c: &mut AnyConnection,
         records: Vec<Fetched>,
         parents: &HashMap<String, String>,
         checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
@@ -329,17 +411,16 @@ impl EntitySync<'_> {
                 }
             }
         }
-        let mut c = self.engine.store.conn()?;
         let mut ids: Vec<String> = good.iter().map(|(id, _)| id.clone()).collect();
         ids.extend(bad.iter().map(|(id, _)| id.clone()));
-        let mut maps = Store::idmaps_by_external(&mut c, cid, ext_entity, &ids)?;
+        let mut maps = Store::idmaps_by_external(c, cid, ext_entity, &ids)?;
         let wanted = good
             .iter()
             .flat_map(|(_, r)| self.mapping.external_refs(r))
             .collect();
-        let mut refs = PageRefs::load(&mut c, cid, wanted, true)?;
+        let mut refs = PageRefs::load(c, cid, wanted, true)?;
         let linked: Vec<String> = maps.values().filter_map(|m| m.hub_id.clone()).collect();
-        let hubs: HashMap<String, HubRecord> = Store::hub_get_many(&mut c, self.p.org_id, &linked)?
+        let hubs: HashMap<String, HubRecord> = Store::hub_get_many(c, self.p.org_id, &linked)?
             .into_iter()
             .map(|h| (h.uid.clone(), h))
             .collect();
@@ -400,13 +481,13 @@ impl EntitySync<'_> {
             .filter_map(|(_, v, ..)| self.engine.hub.match_key(hub_entity, v))
             .collect();
         let mut candidates: HashMap<String, HubRecord> = HashMap::new();
-        let found = Store::hub_by_match_keys(&mut c, self.p.org_id, hub_entity, &keys)?;
+        let found = Store::hub_by_match_keys(c, self.p.org_id, hub_entity, &keys)?;
         let found_ids: Vec<String> = found.iter().map(|(_, h)| h.uid.clone()).collect();
         // A hub record whose create was interrupted is still free: the record that create
         // left in the application is adopted (with that pending id map) instead of becoming
         // a second hub record.
         let (mut pending, taken): (HashMap<String, IdMap>, HashMap<String, IdMap>) =
-            Store::idmaps_by_hub(&mut c, cid, hub_entity, ext_entity, &found_ids)?
+            Store::idmaps_by_hub(c, cid, hub_entity, ext_entity, &found_ids)?
                 .into_iter()
                 .partition(|(_, m)| m.state == state::PENDING_CREATE && m.external_id.is_none());
         for (k, h) in found {
