@@ -261,21 +261,27 @@ async fn a_failure_after_the_external_create_never_duplicates_the_record() {
     }
 }
 
+/// Five SuperOffice companies that a first sync lists in pages of 2, 2 and 1.
+async fn five_companies_in_pages_of_two(url: &str) -> common::Env {
+    let e = env(
+        url,
+        Opts {
+            first_sync_batch_size: 2,
+            ..Opts::default()
+        },
+    )
+    .await;
+    for i in 0..5 {
+        e.fake.add_contact(&format!("Company {i}"), "", "");
+    }
+    e
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn first_sync_reads_in_batches_and_a_partial_run_leaves_other_cursors_alone() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
-        let e = env(
-            &url,
-            Opts {
-                first_sync_batch_size: 2,
-                ..Opts::default()
-            },
-        )
-        .await;
-        for i in 0..5 {
-            e.fake.add_contact(&format!("Company {i}"), "", "");
-        }
+        let e = five_companies_in_pages_of_two(&url).await;
         e.fake.add_person("Solo", "Person", "", None);
         let r = e
             .sync_with(SyncOptions {
@@ -480,17 +486,7 @@ async fn one_failing_entity_does_not_stop_the_others() {
 async fn a_listing_that_fails_midway_keeps_the_pages_before_it_and_finishes_next_time() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
-        let e = env(
-            &url,
-            Opts {
-                first_sync_batch_size: 2,
-                ..Opts::default()
-            },
-        )
-        .await;
-        for i in 0..5 {
-            e.fake.add_contact(&format!("Company {i}"), "", "");
-        }
+        let e = five_companies_in_pages_of_two(&url).await;
         // Page 1 answers; page 2 fails on both attempts the harness allows.
         e.fake.fail_next(
             Target::List,

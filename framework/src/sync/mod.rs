@@ -1,6 +1,7 @@
 //! The sync engine: runs one connection's selected entities, external changes into the hub
 //! first, then hub changes out, under a connection lease, recording a run in the ledger.
 
+mod pipeline;
 mod pull;
 mod push;
 pub mod support;

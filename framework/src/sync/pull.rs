@@ -5,18 +5,15 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, Result};
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
-use diesel::connection::TransactionManager;
+use chrono::{Duration, NaiveDateTime, Utc};
 use diesel::Connection;
 use serde_json::Value;
 
+use super::pipeline::{Batch, Prefetch, BATCH_PAGES};
 use super::support::{content_hash, merge, PageRefs};
 use super::EntitySync;
 use crate::config::ConflictPolicy;
-use crate::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest, SplitFn};
-use crate::http::ApiError;
+use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::mapping::MapError;
 use crate::store::hub::{HubRecord, HubWrite};
 use crate::store::idmaps::{retry, state, IdMap};
@@ -115,96 +112,6 @@ pub(crate) async fn pull_entity(
         Store::save_cursor(&mut c, &cursor)?;
     }
     Ok(())
-}
-
-/// A page being listed on the runtime. Dropping it (an error while writing the previous
-/// page) cancels the request.
-struct Prefetch(tokio::task::JoinHandle<Result<Page, ApiError>>);
-
-impl Prefetch {
-    fn start(
-        client: &Arc<dyn ExternalClient>,
-        def: &EntityDef,
-        since: Option<DateTime<Utc>>,
-        req: PageRequest,
-    ) -> Prefetch {
-        let (client, def) = (Arc::clone(client), def.clone());
-        Prefetch(tokio::spawn(async move {
-            client.list_changed(&def, since, &req).await
-        }))
-    }
-
-    async fn finish(mut self) -> Result<Page, ApiError> {
-        (&mut self.0)
-            .await
-            .unwrap_or_else(|e| Err(ApiError::Transient(format!("listing task failed: {e}"))))
-    }
-}
-
-/// Pages written in one transaction while the application keeps up (the next page is
-/// already here): fewer commits, and index pages that consecutive pages share go to the
-/// log once. Committed before waiting on the network, so no lock is held across a wait;
-/// dropped uncommitted (an error), the pages are rolled back and read again next time.
-struct Batch {
-    c: crate::store::Conn,
-    enabled: bool,
-    open: bool,
-    pages: usize,
-}
-
-/// At most this many pages in one transaction.
-const BATCH_PAGES: usize = 8;
-
-impl Batch {
-    fn new(c: crate::store::Conn, enabled: bool) -> Batch {
-        Batch {
-            c,
-            enabled,
-            open: false,
-            pages: 0,
-        }
-    }
-
-    /// The connection for the next page, inside the batch's transaction.
-    fn conn(&mut self) -> Result<&mut AnyConnection> {
-        if self.enabled && !self.open {
-            Manager::begin_transaction(&mut *self.c)?;
-            self.open = true;
-        }
-        self.pages += 1;
-        Ok(&mut self.c)
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        self.pages = 0;
-        if self.open {
-            self.open = false;
-            Manager::commit_transaction(&mut *self.c)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        if self.open {
-            let _ = Manager::rollback_transaction(&mut *self.c);
-        }
-    }
-}
-
-type Manager = <AnyConnection as Connection>::TransactionManager;
-
-impl Prefetch {
-    fn is_finished(&self) -> bool {
-        self.0.is_finished()
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A targeted read (a webhook named these records): each is fetched by id and written

@@ -1,0 +1,101 @@
+//! How a listing streams: the next page is fetched on the runtime while one is written, and
+//! pages that keep arriving are written in one transaction.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use diesel::connection::TransactionManager;
+use diesel::Connection;
+
+use crate::entity::{EntityDef, ExternalClient, Page, PageRequest};
+use crate::http::ApiError;
+use crate::store::{AnyConnection, Conn};
+
+/// A page being listed on the runtime. Dropping it (an error while writing the previous
+/// page) cancels the request.
+pub(super) struct Prefetch(tokio::task::JoinHandle<Result<Page, ApiError>>);
+
+impl Prefetch {
+    pub(super) fn start(
+        client: &Arc<dyn ExternalClient>,
+        def: &EntityDef,
+        since: Option<DateTime<Utc>>,
+        req: PageRequest,
+    ) -> Prefetch {
+        let (client, def) = (Arc::clone(client), def.clone());
+        Prefetch(tokio::spawn(async move {
+            client.list_changed(&def, since, &req).await
+        }))
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    pub(super) async fn finish(mut self) -> Result<Page, ApiError> {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|e| Err(ApiError::Transient(format!("listing task failed: {e}"))))
+    }
+}
+
+/// Pages written in one transaction while the application keeps up (the next page is
+/// already here): fewer commits, and index pages that consecutive pages share go to the
+/// log once. Committed before waiting on the network, so no lock is held across a wait;
+/// dropped uncommitted (an error), the pages are rolled back and read again next time.
+pub(super) struct Batch {
+    c: Conn,
+    enabled: bool,
+    open: bool,
+    pub(super) pages: usize,
+}
+
+/// At most this many pages in one transaction.
+pub(super) const BATCH_PAGES: usize = 8;
+
+impl Batch {
+    pub(super) fn new(c: Conn, enabled: bool) -> Batch {
+        Batch {
+            c,
+            enabled,
+            open: false,
+            pages: 0,
+        }
+    }
+
+    /// The connection for the next page, inside the batch's transaction.
+    pub(super) fn conn(&mut self) -> Result<&mut AnyConnection> {
+        if self.enabled && !self.open {
+            Manager::begin_transaction(&mut *self.c)?;
+            self.open = true;
+        }
+        self.pages += 1;
+        Ok(&mut self.c)
+    }
+
+    pub(super) fn commit(&mut self) -> Result<()> {
+        self.pages = 0;
+        if self.open {
+            self.open = false;
+            Manager::commit_transaction(&mut *self.c)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = Manager::rollback_transaction(&mut *self.c);
+        }
+    }
+}
+
+type Manager = <AnyConnection as Connection>::TransactionManager;
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
