@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::schema::{hub_records, organizations};
-use super::{on_backend, AnyConnection, Store};
+use super::{insert_many, AnyConnection, Store};
 
 /// One hub record as the engine sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,12 +134,8 @@ impl Store {
             }
             out.push((w.uid.clone(), seq));
         }
-        // New records in multi-row inserts (9 columns a row).
-        for chunk in created.chunks(1000) {
-            on_backend!(c, |conn| diesel::insert_into(hub_records::table)
-                .values(chunk)
-                .execute(conn)?);
-        }
+        // 9 columns a row: 1000 rows stay below SQLite's bound-parameter limit.
+        insert_many!(c, hub_records::table, &created, 1000);
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::id_maps;
-use super::{on_backend, AnyConnection, Store};
+use super::{insert_many, AnyConnection, Store};
 
 /// `state` values.
 pub mod state {
@@ -163,12 +163,8 @@ impl Store {
             Self::save_idmap(c, m)?;
         }
         // 17 columns a row: 500 rows stay far below SQLite's bound-parameter limit.
-        for chunk in new.chunks(500) {
-            let rows: Vec<_> = chunk.iter().map(|m| idmap_row!(m)).collect();
-            on_backend!(c, |conn| diesel::insert_into(id_maps::table)
-                .values(&rows)
-                .execute(conn)?);
-        }
+        let rows: Vec<_> = new.iter().map(|m| idmap_row!(m)).collect();
+        insert_many!(c, id_maps::table, &rows, 500);
         Ok(())
     }
 
