@@ -107,6 +107,15 @@ impl From<EntityDef> for Entity {
     }
 }
 
+/// A record id as text: applications send ids as non-empty strings or as numbers.
+pub fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// A string made `'static` once per distinct value, for entities a connector builds from a
 /// connection's settings (BlizWork's processes). Config is small and read once per process.
 pub fn intern(s: &str) -> &'static str {

@@ -22,6 +22,11 @@ pub struct WebhookEvent {
     pub changes: Option<Vec<String>>,
 }
 
+/// A delivery's body as JSON, or why it is not.
+pub fn json_body(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
+}
+
 /// Headers of a delivery, names lowercased.
 pub type Headers = BTreeMap<String, String>;
 

@@ -2,8 +2,8 @@
 //! handshakeToken}`. They carry no signature; the connection confirms each with BlizWork's
 //! one-time handshake call (`ExternalClient::verify_webhook`) before anything is stored.
 
-use ferry_framework::webhook::{Headers, WebhookEvent, WebhookFormat};
-use serde_json::Value;
+use ferry_framework::entity::id_text;
+use ferry_framework::webhook::{json_body, Headers, WebhookEvent, WebhookFormat};
 
 pub struct Extension;
 
@@ -17,13 +17,8 @@ impl WebhookFormat for Extension {
     }
 
     fn parse(&self, _headers: &Headers, body: &[u8]) -> Result<WebhookEvent, String> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let text = |k: &str| match v.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
+        let v = json_body(body)?;
+        let text = |k: &str| id_text(v.get(k));
         let token = text("handshakeToken").ok_or("field `handshakeToken` is missing")?;
         Ok(WebhookEvent {
             // The handshake token is single-use: a redelivery carries the same one.

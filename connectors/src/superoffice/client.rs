@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
-use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
+use ferry_framework::entity::{id_text, EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
 use ferry_framework::http::rate::RateBudget;
 use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
@@ -175,14 +175,6 @@ fn error_message(text: &str) -> String {
 
 fn short(v: &Value) -> String {
     v.to_string().chars().take(200).collect()
-}
-
-fn id_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
 }
 
 #[async_trait]

@@ -2,7 +2,10 @@
 //! the body names the event, the entity (`contact`, `person`), its primary key and the
 //! changed database columns.
 
-use ferry_framework::webhook::{hmac_sha256_base64_matches, Headers, WebhookEvent, WebhookFormat};
+use ferry_framework::entity::id_text;
+use ferry_framework::webhook::{
+    hmac_sha256_base64_matches, json_body, Headers, WebhookEvent, WebhookFormat,
+};
 use serde_json::Value;
 
 pub struct SuperOfficeWebhooks;
@@ -20,13 +23,8 @@ impl WebhookFormat for SuperOfficeWebhooks {
     }
 
     fn parse(&self, _headers: &Headers, body: &[u8]) -> Result<WebhookEvent, String> {
-        let v: Value =
-            serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let text = |k: &str| match v.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
+        let v = json_body(body)?;
+        let text = |k: &str| id_text(v.get(k));
         let event_id = text("EventId").ok_or("field `EventId` is missing")?;
         let event = text("Event").ok_or("field `Event` is missing")?;
         let entity = match text("Entity").as_deref() {

@@ -5,6 +5,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::{Mapping, Rule, Step};
+use crate::entity::id_text;
 
 /// Translates references between the hub's ids and one connection's external ids.
 pub trait RefResolver {
@@ -105,14 +106,6 @@ fn active(r: &Rule, dir: Dir) -> bool {
     }
 }
 
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn collect_refs(rules: &[Rule], src: &Value, dir: Dir) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for r in rules.iter().filter(|r| active(r, dir)) {
@@ -121,7 +114,7 @@ fn collect_refs(rules: &[Rule], src: &Value, dir: Dir) -> Vec<(String, String)> 
             continue;
         };
         if let Some(entity) = &r.reference {
-            if let Some(id) = id_text(v) {
+            if let Some(id) = id_text(Some(v)) {
                 out.push((entity.clone(), id));
             }
         }
@@ -180,7 +173,7 @@ fn apply(
             v = run_step(step, v).map_err(invalid)?;
         }
         if let (Some(entity), false) = (&r.reference, v.is_null()) {
-            let id = id_text(&v).ok_or_else(|| invalid(format!("{v} is not a record id")))?;
+            let id = id_text(Some(&v)).ok_or_else(|| invalid(format!("{v} is not a record id")))?;
             let resolved = match dir {
                 Dir::ToHub => refs.hub_id(entity, &id),
                 Dir::ToExternal => refs.external_id(entity, &id),

@@ -10,18 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Mapping, Rule};
+use crate::entity::id_text;
 
 /// Per keyed list (by hub field name): hub item id → external item id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemIds(pub BTreeMap<String, BTreeMap<String, String>>);
-
-fn id_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
 
 /// A keyed rule's parts: hub list field, hub key, external key.
 fn parts(r: &Rule) -> Option<(String, &str, &str)> {

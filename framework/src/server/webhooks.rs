@@ -68,8 +68,7 @@ async fn verify_with_application(
     body: &[u8],
     headers: &Headers,
 ) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let value = crate::webhook::json_body(body)?;
     let uri = format!(
         "http://{}/webhooks/{}/{}",
         headers
