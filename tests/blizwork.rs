@@ -165,6 +165,10 @@ async fn an_extension_webhook_is_confirmed_by_handshake_and_syncs_only_its_case(
             let url = format!("{base}/webhooks/{org}/blizwork");
             let p = rt.find(org, "blizwork").unwrap();
             let events = || rt.store().webhook_events_of(p.connection_id).unwrap();
+            let status_of = |body: &serde_json::Value| {
+                let req = http.post(&url).json(body);
+                async move { req.send().await.unwrap().status().as_u16() }
+            };
 
             // A handshake BlizWork does not confirm: refused, nothing stored.
             let forged = json!({"environment": "production", "processId": PROCESS, "processVersion": 1,
@@ -174,16 +178,7 @@ async fn an_extension_webhook_is_confirmed_by_handshake_and_syncs_only_its_case(
             assert!(events().is_empty());
             // Draft calls are refused by this connection's setting.
             let draft = bw.extension_call(PROCESS, one, "draft");
-            assert_eq!(
-                http.post(&url)
-                    .json(&draft)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16(),
-                401
-            );
+            assert_eq!(status_of(&draft).await, 401);
             assert!(events().is_empty());
 
             // A confirmed call: stored once, and a sync of exactly that case.
@@ -195,16 +190,7 @@ async fn an_extension_webhook_is_confirmed_by_handshake_and_syncs_only_its_case(
             let job: serde_json::Value = resp.json().await.unwrap();
             let job = job["job"].as_i64().unwrap();
             // The handshake token is single-use: a replay is refused.
-            assert_eq!(
-                http.post(&url)
-                    .json(&call)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16(),
-                401
-            );
+            assert_eq!(status_of(&call).await, 401);
             let start = Instant::now();
             while rt
                 .store()

@@ -131,13 +131,8 @@ async fn trigger(
     body: axum::body::Bytes,
 ) -> Response {
     let mut g = fake.lock();
-    *g.calls.entry("trigger".into()).or_default() += 1;
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(result("Fail", "Unauthorized")),
-        )
-            .into_response();
+    if let Some(refusal) = refused(&mut g, &headers, "trigger") {
+        return refusal;
     }
     let record: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -187,19 +182,27 @@ async fn trigger(
     }
 }
 
+/// Counts the call; PhixFlow's refusal when it comes without the API key.
+fn refused(g: &mut Inner, headers: &HeaderMap, call: &str) -> Option<Response> {
+    *g.calls.entry(call.into()).or_default() += 1;
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(API_KEY);
+    (!authorized).then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(result("Fail", "Unauthorized")),
+        )
+            .into_response()
+    })
+}
+
 async fn status(
     State(fake): State<FakePhixFlow>,
     headers: HeaderMap,
     Path(process): Path<String>,
 ) -> Response {
     let mut g = fake.lock();
-    *g.calls.entry("status".into()).or_default() += 1;
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(result("Fail", "Unauthorized")),
-        )
-            .into_response();
+    if let Some(refusal) = refused(&mut g, &headers, "status") {
+        return refusal;
     }
     let Some(p) = g.processes.get(&process) else {
         return (
