@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{backends, counts, engine, org, Opts};
+use common::{backends, connection, counts, engine, org, Opts};
 use ferry_connectors::blizwork::fake::{self, FakeBlizWork, PROCESS};
-use ferry_framework::config::{ConnectionConfig, EntitySelection, Settings};
+use ferry_framework::config::Settings;
 use ferry_framework::runtime::{worker, Runtime};
 use ferry_framework::store::jobs::status;
 use ferry_framework::sync::SyncOptions;
@@ -27,16 +26,13 @@ async fn cases_sync_both_ways_and_unchanged_cases_cost_no_write() {
         );
         bw.add_case(PROCESS, json!({"company_name": "Fjellheim AS"}));
         let addr = bw.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let conn = ConnectionConfig {
-            name: "blizwork".into(),
-            connector: "blizwork".into(),
-            settings: FakeBlizWork::settings(addr),
-            secrets: BTreeMap::new(),
-            parameters: BTreeMap::new(),
-            rate_limit: None,
-            webhooks: None,
-            entities: [(PROCESS.to_string(), EntitySelection::default())].into(),
-        };
+        let conn = connection(
+            "blizwork",
+            "blizwork",
+            FakeBlizWork::settings(addr),
+            &[PROCESS],
+            Default::default(),
+        );
         let o = org(vec![conn.clone()]);
         let p = e.prepare(&o, &conn, Some(FakeBlizWork::secrets())).unwrap();
         let run = || async { e.run(&p, &SyncOptions::default(), &|_| {}).await.unwrap() };

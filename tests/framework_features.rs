@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_framework::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
+use ferry_framework::config::{OrgConfig, Settings};
 use ferry_framework::connector::{ConnectionContext, Connector};
 use ferry_framework::entity::{
     Capabilities, Entity, EntityDef, ExternalClient, Fetched, Page, PageRequest,
@@ -196,20 +196,13 @@ fn env(url: &str) -> Env {
     let cipher = Cipher::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
     let engine = Engine::new(store, hub, settings, cipher);
     let tenant = uuid::Uuid::new_v4().to_string();
-    let conn = ConnectionConfig {
-        name: "ledger".into(),
-        connector: "ledger".into(),
-        settings: json!({ "tenant": tenant }),
-        secrets: BTreeMap::new(),
-        parameters: BTreeMap::new(),
-        rate_limit: None,
-        webhooks: None,
-        entities: [
-            ("invoice".to_string(), EntitySelection::default()),
-            ("profile".to_string(), EntitySelection::default()),
-        ]
-        .into(),
-    };
+    let conn = common::connection(
+        "ledger",
+        "ledger",
+        json!({ "tenant": tenant }),
+        &["invoice", "profile"],
+        Default::default(),
+    );
     let org = OrgConfig {
         slug: "acme".into(),
         name: "Acme".into(),

@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::{backends, counts, engine, org, Opts};
+use common::{backends, connection, counts, engine, org, Opts};
 use ferry_connectors::phixflow::fake::FakePhixFlow;
 use ferry_connectors::phixflow::Mode;
-use ferry_framework::config::{ConnectionConfig, EntitySelection};
+
 use ferry_framework::sync::SyncOptions;
 use serde_json::json;
 
@@ -23,20 +21,13 @@ async fn hub_records_reach_the_actionflows_and_failures_are_retried() {
             fake.set_mode("Sync People", mode);
             fake.set_mode("Sync Organizations", mode);
             let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            let conn = ConnectionConfig {
-                name: "phixflow".into(),
-                connector: "phixflow".into(),
-                settings: FakePhixFlow::settings(addr, mode),
-                secrets: BTreeMap::new(),
-                parameters: BTreeMap::new(),
-                rate_limit: None,
-                webhooks: None,
-                entities: [
-                    ("organization".to_string(), EntitySelection::default()),
-                    ("person".to_string(), EntitySelection::default()),
-                ]
-                .into(),
-            };
+            let conn = connection(
+                "phixflow",
+                "phixflow",
+                FakePhixFlow::settings(addr, mode),
+                &["organization", "person"],
+                Default::default(),
+            );
             let o = org(vec![conn.clone()]);
             let p = e.prepare(&o, &conn, Some(FakePhixFlow::secrets())).unwrap();
             let put = |entity: &str, uid: Option<&str>, data: serde_json::Value| {

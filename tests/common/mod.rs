@@ -69,6 +69,30 @@ pub fn engine(url: &str, opts: &Opts) -> Engine {
     Engine::new(store, hub, settings, cipher)
 }
 
+/// A connection syncing `entities` with one selection, no secrets, parameters, rate limit
+/// or webhooks.
+pub fn connection(
+    name: &str,
+    connector: &str,
+    settings: serde_json::Value,
+    entities: &[&str],
+    selection: EntitySelection,
+) -> ConnectionConfig {
+    ConnectionConfig {
+        name: name.into(),
+        connector: connector.into(),
+        settings,
+        secrets: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+        rate_limit: None,
+        webhooks: None,
+        entities: entities
+            .iter()
+            .map(|e| (e.to_string(), selection.clone()))
+            .collect(),
+    }
+}
+
 pub fn org(connections: Vec<ConnectionConfig>) -> OrgConfig {
     OrgConfig {
         slug: "acme".into(),
@@ -89,20 +113,13 @@ pub async fn env(url: &str, opts: Opts) -> Env {
         conflict: opts.conflict,
         ..Default::default()
     };
-    let conn = ConnectionConfig {
-        name: "so".into(),
-        connector: "superoffice".into(),
-        settings: FakeSuperOffice::settings(addr),
-        secrets: BTreeMap::new(),
-        parameters: BTreeMap::new(),
-        rate_limit: None,
-        webhooks: None,
-        entities: [
-            ("organization".to_string(), sel.clone()),
-            ("person".to_string(), sel),
-        ]
-        .into(),
-    };
+    let conn = connection(
+        "so",
+        "superoffice",
+        FakeSuperOffice::settings(addr),
+        &["organization", "person"],
+        sel,
+    );
     let org = org(vec![conn.clone()]);
     let prepared = engine
         .prepare(&org, &conn, Some(FakeSuperOffice::secrets()))
@@ -187,31 +204,24 @@ pub async fn hubbed(
         s.extend(extra);
     }
     let wfm_cfg = ConnectionConfig {
-        name: "wfm".into(),
-        connector: "workflowmax".into(),
-        settings,
-        secrets: BTreeMap::new(),
-        parameters: BTreeMap::new(),
         rate_limit: Some(limits.1),
-        webhooks: None,
-        entities: [("client".to_string(), EntitySelection::default())].into(),
+        ..connection(
+            "wfm",
+            "workflowmax",
+            settings,
+            &["client"],
+            Default::default(),
+        )
     };
     let so = FakeSuperOffice::new();
     let so_addr = so.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let so_cfg = ConnectionConfig {
-        name: "so".into(),
-        connector: "superoffice".into(),
-        settings: FakeSuperOffice::settings(so_addr),
-        secrets: BTreeMap::new(),
-        parameters: BTreeMap::new(),
-        rate_limit: None,
-        webhooks: None,
-        entities: [
-            ("organization".to_string(), EntitySelection::default()),
-            ("person".to_string(), EntitySelection::default()),
-        ]
-        .into(),
-    };
+    let so_cfg = connection(
+        "so",
+        "superoffice",
+        FakeSuperOffice::settings(so_addr),
+        &["organization", "person"],
+        Default::default(),
+    );
     let mut conns = vec![wfm_cfg.clone()];
     if with_so {
         conns.insert(0, so_cfg.clone());
