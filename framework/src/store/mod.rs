@@ -55,8 +55,8 @@ macro_rules! insert_many {
                 }
             }
             AnyConnection::Sqlite(lite) => {
-                for chunk in $rows.chunks($chunk) {
-                    diesel::insert_into($table).values(chunk).execute(lite)?;
+                for row in $rows {
+                    diesel::insert_into($table).values(row).execute(lite)?;
                 }
             }
         }
@@ -102,7 +102,7 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
             // them back and spilled them (docs/PERFORMANCE.md has the figures).
             c.batch_execute(
                 "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-                 PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 8000; PRAGMA cache_size = -16384;",
+                 PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 8000; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
             )
             .map_err(diesel::r2d2::Error::QueryError)?;
         }

@@ -94,6 +94,19 @@ impl Drop for Batch {
 
 type Manager = <AnyConnection as Connection>::TransactionManager;
 
+/// Runs `f` in a transaction of its own, or straight inside the caller's (a batch): a
+/// savepoint there would copy every database page it touches to the statement journal,
+/// and an error rolls the whole batch back anyway.
+pub(super) fn in_transaction<T>(
+    c: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T>,
+) -> Result<T> {
+    match Manager::transaction_manager_status_mut(c).transaction_depth()? {
+        Some(_) => f(c),
+        None => c.transaction(f),
+    }
+}
+
 impl Drop for Prefetch {
     fn drop(&mut self) {
         self.0.abort();

@@ -9,7 +9,7 @@ use chrono::{Duration, NaiveDateTime, Utc};
 use diesel::Connection;
 use serde_json::Value;
 
-use super::pipeline::{Batch, Prefetch, BATCH_PAGES};
+use super::pipeline::{in_transaction, Batch, Prefetch, BATCH_PAGES};
 use super::support::{content_hash, merge, PageRefs};
 use super::EntitySync;
 use crate::config::ConflictPolicy;
@@ -531,7 +531,7 @@ impl EntitySync<'_> {
         if self.opts.dry_run {
             return Ok(());
         }
-        c.transaction(|c| {
+        in_transaction(c, |c| {
             Store::hub_write(c, self.p.org_id, &writes)?;
             Store::save_idmaps(c, &out_maps)?;
             if let Some((cur, seen)) = checkpoint {
