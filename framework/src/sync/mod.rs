@@ -2,6 +2,7 @@
 //! first, then hub changes out, under a connection lease, recording a run in the ledger.
 
 mod pipeline;
+mod premap;
 mod pull;
 mod push;
 pub mod support;

@@ -10,6 +10,7 @@ use diesel::Connection;
 use serde_json::Value;
 
 use super::pipeline::{in_transaction, Batch, Prefetch, BATCH_PAGES};
+use super::premap::{prepare_page, to_hub, Part, Prepared, PreparedPage, Ready};
 use super::support::{content_hash, merge, PageRefs};
 use super::EntitySync;
 use crate::config::ConflictPolicy;
@@ -147,51 +148,47 @@ pub(crate) async fn pull_records(
     Ok(())
 }
 
-/// Hands each part its records of one page (split from the listed parents) and writes them,
-/// the checkpoint going with the last part. `seen` collects `(part, id)` of the records
-/// written, for callers that need to know (retries); listing pages pass `None`.
+/// Prepares a page and writes it (see [`write_page`]).
 fn route_page(
     c: &mut AnyConnection,
     jobs: &mut [EntitySync<'_>],
     split: Option<SplitFn>,
     records: Vec<Fetched>,
+    checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
+    seen: Option<&mut HashSet<(usize, String)>>,
+) -> Result<()> {
+    let page = prepare_page(&parts(jobs), split, records);
+    write_page(c, jobs, page, checkpoint, seen)
+}
+
+/// What preparing a page needs of each part, borrowed apart from the parts' counters.
+fn parts<'a>(jobs: &[EntitySync<'a>]) -> Vec<Part<'a>> {
+    jobs.iter()
+        .map(|j| Part {
+            client: &**j.client,
+            def: j.def,
+            mapping: j.mapping,
+        })
+        .collect()
+}
+
+/// Hands each part its prepared records of one page and writes them, the checkpoint going
+/// with the last part. `seen` collects `(part, id)` of the records written, for callers
+/// that need to know (retries); listing pages pass `None`.
+fn write_page(
+    c: &mut AnyConnection,
+    jobs: &mut [EntitySync<'_>],
+    page: PreparedPage,
     mut checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
     mut seen: Option<&mut HashSet<(usize, String)>>,
 ) -> Result<()> {
-    let mut per_part: Vec<Vec<Fetched>> = jobs.iter().map(|_| Vec::new()).collect();
-    let mut parents: HashMap<String, String> = HashMap::new();
-    for f in records {
-        match (split, f) {
-            (Some(split), Fetched::Record(r)) => {
-                let parent = jobs[0].client.record_id(jobs[0].def, &r);
-                for (part, sub) in split(&r) {
-                    let Some(k) = jobs.iter().position(|j| j.def.name == part) else {
-                        continue;
-                    };
-                    if let (true, Some(parent), Some(id)) =
-                        (k > 0, &parent, jobs[k].client.record_id(jobs[k].def, &sub))
-                    {
-                        parents.insert(id, parent.clone());
-                    }
-                    per_part[k].push(Fetched::Record(sub));
-                }
-            }
-            (_, f) => per_part[0].push(f),
-        }
-    }
     let last = jobs.len() - 1;
-    for (k, (job, recs)) in jobs.iter_mut().zip(per_part).enumerate() {
+    for (k, (job, recs)) in jobs.iter_mut().zip(page.parts).enumerate() {
         if let Some(seen) = seen.as_deref_mut() {
-            for f in &recs {
-                if let Fetched::Record(r) = f {
-                    if let Some(id) = job.client.record_id(job.def, r) {
-                        seen.insert((k, id));
-                    }
-                }
-            }
+            seen.extend(recs.good.iter().map(|g| (k, g.id.clone())));
         }
         let cp = if k == last { checkpoint.take() } else { None };
-        job.pull_page(c, recs, &parents, cp)?;
+        job.pull_page(c, recs, &page.parents, cp)?;
     }
     Ok(())
 }
@@ -282,49 +279,26 @@ impl EntitySync<'_> {
     fn pull_page(
         &mut self,
         c: &mut AnyConnection,
-        records: Vec<Fetched>,
+        page: Prepared,
         parents: &HashMap<String, String>,
         checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
     ) -> Result<()> {
         let cid = self.p.connection_id;
         let (hub_entity, ext_entity) = (self.def.hub_entity, self.def.external_entity);
-        self.counts.fetched += records.len() as u64;
-        let mut good: Vec<(String, Value)> = Vec::with_capacity(records.len());
-        let mut at: HashMap<String, usize> = HashMap::with_capacity(records.len());
-        let mut bad: Vec<(String, String)> = Vec::new();
-        for f in records {
-            match f {
-                Fetched::Record(r) => match self.client.record_id(self.def, &r) {
-                    // Listed twice in one page: the later copy wins.
-                    Some(id) => match at.get(&id) {
-                        Some(&i) => good[i].1 = r,
-                        None => {
-                            at.insert(id.clone(), good.len());
-                            good.push((id, r));
-                        }
-                    },
-                    None => {
-                        self.counts.errors += 1;
-                        tracing::warn!(entity = ext_entity, "record without an id skipped");
-                    }
-                },
-                Fetched::Bad {
-                    id: Some(id),
-                    error,
-                } => bad.push((id, error)),
-                Fetched::Bad { id: None, error } => {
-                    self.counts.errors += 1;
-                    tracing::warn!(entity = ext_entity, %error, "unreadable record");
-                }
-            }
+        let Prepared {
+            good,
+            bad,
+            unreadable,
+        } = page;
+        self.counts.fetched += (good.len() + bad.len() + unreadable.len()) as u64;
+        for error in unreadable {
+            self.counts.errors += 1;
+            tracing::warn!(entity = ext_entity, %error, "unreadable record skipped");
         }
-        let mut ids: Vec<String> = good.iter().map(|(id, _)| id.clone()).collect();
+        let mut ids: Vec<String> = good.iter().map(|g| g.id.clone()).collect();
         ids.extend(bad.iter().map(|(id, _)| id.clone()));
         let mut maps = Store::idmaps_by_external(c, cid, ext_entity, &ids)?;
-        let wanted = good
-            .iter()
-            .flat_map(|(_, r)| self.mapping.external_refs(r))
-            .collect();
+        let wanted = good.iter().flat_map(|g| g.refs.iter().cloned()).collect();
         let mut refs = PageRefs::load(c, cid, wanted, true)?;
         let linked: Vec<String> = maps.values().filter_map(|m| m.hub_id.clone()).collect();
         let hubs: HashMap<String, HubRecord> = Store::hub_get_many(c, self.p.org_id, &linked)?
@@ -344,7 +318,13 @@ impl EntitySync<'_> {
 
         // Map everything first, so first-sync matching can look all keys up at once.
         let mut mapped = Vec::new();
-        for (id, r) in good {
+        for Ready {
+            id,
+            record: r,
+            mapped: ahead,
+            ..
+        } in good
+        {
             let mut m = maps
                 .remove(&id)
                 .unwrap_or_else(|| self.new_map_for_external(&id));
@@ -369,10 +349,8 @@ impl EntitySync<'_> {
                     continue;
                 }
             }
-            match self.mapping.to_hub(&r, &refs) {
-                Ok(mut v) => {
-                    // Compared before keying: item ids are Ferry's, not the application's.
-                    let hp = content_hash(&v);
+            match ahead.unwrap_or_else(|| to_hub(self.mapping, &r, &refs)) {
+                Ok((mut v, hp)) => {
                     self.key_items(&mut m, &r, &mut v);
                     mapped.push((m, v, hp, updated, moved, r))
                 }
