@@ -58,19 +58,35 @@ pub(crate) async fn pull_entity(
     let size = jobs[0].page_size(first_sync);
     let fetch =
         |token: Option<String>| Prefetch::start(client, def0, since, PageRequest { token, size });
+    let parts = parts(jobs);
     let mut next = Some(fetch(None));
+    let mut ready: Option<Listed> = None;
     let mut batch = Batch::new(engine.store.conn()?, !opts.dry_run);
     let mut pages: u64 = 0;
-    while let Some(pending) = next.take() {
+    loop {
+        if next.as_ref().is_none_or(|n| !n.is_finished()) {
+            // Nothing arrived to prepare alongside: write what is ready, and commit before
+            // waiting on the network.
+            if let Some(page) = ready.take() {
+                write_listed(&mut batch, jobs, &mut cursor, &mut pages, first_sync, page)?;
+            }
+            batch.commit()?;
+        }
+        let Some(pending) = next.take() else {
+            break;
+        };
         let page = match pending.finish().await {
             Ok(page) => page,
             Err(e) => {
                 // The pages before it are good: keep them.
+                if let Some(page) = ready.take() {
+                    write_listed(&mut batch, jobs, &mut cursor, &mut pages, first_sync, page)?;
+                }
                 batch.commit()?;
                 return Err(anyhow!("listing {} records: {e}", def0.external_entity));
             }
         };
-        // One page ahead: the application answers the next while this one is written.
+        // One page ahead: the application answers the next while this one is worked on.
         next = page.next.clone().map(|t| fetch(Some(t)));
         let n = page.records.len();
         // Never past the read's start: later changes are read next time.
@@ -83,28 +99,21 @@ pub(crate) async fn pull_entity(
             })
             .max()
             .map(|t| t.min(read_started).naive_utc());
-        route_page(
-            batch.conn()?,
-            jobs,
-            split,
-            page.records,
-            Some((&mut cursor, seen)),
-            None,
-        )?;
-        pages += 1;
-        // A first sync grows the tables from nothing: keep the planner's view current.
-        let analyze = first_sync && pages.is_power_of_two() && !opts.dry_run;
-        let waiting = next.as_ref().is_some_and(|n| !n.is_finished());
-        if waiting || next.is_none() || analyze || batch.pages >= BATCH_PAGES {
-            batch.commit()?;
-        }
-        if analyze {
-            engine.store.refresh_statistics()?;
-        }
-        (jobs[0].progress)(&format!(
-            "{name}: read {n} {} records",
-            def0.external_entity
-        ));
+        // This page is prepared on the second core while the one before is written.
+        let prepared = std::thread::scope(|s| {
+            let helper = s.spawn(|| prepare_page(&parts, split, page.records));
+            if let Some(page) = ready.take() {
+                write_listed(&mut batch, jobs, &mut cursor, &mut pages, first_sync, page)?;
+            }
+            helper
+                .join()
+                .map_err(|_| anyhow!("preparing a page of {name} records failed"))
+        })?;
+        ready = Some(Listed {
+            page: prepared,
+            seen,
+            n,
+        });
     }
     if !opts.dry_run {
         // The whole list was read: everything changed before the read started is in.
@@ -112,6 +121,47 @@ pub(crate) async fn pull_entity(
         let mut c = engine.store.conn()?;
         Store::save_cursor(&mut c, &cursor)?;
     }
+    Ok(())
+}
+
+/// A listed page, prepared and waiting to be written, with the latest change it holds.
+struct Listed {
+    page: PreparedPage,
+    seen: Option<NaiveDateTime>,
+    n: usize,
+}
+
+/// Writes a listed page into the batch with its checkpoint, committing when the batch is
+/// full or the planner's statistics are due.
+fn write_listed(
+    batch: &mut Batch,
+    jobs: &mut [EntitySync<'_>],
+    cursor: &mut Cursor,
+    pages: &mut u64,
+    first_sync: bool,
+    listed: Listed,
+) -> Result<()> {
+    let (engine, opts, def0) = (jobs[0].engine, jobs[0].opts, jobs[0].def);
+    write_page(
+        batch.conn()?,
+        jobs,
+        listed.page,
+        Some((cursor, listed.seen)),
+        None,
+    )?;
+    *pages += 1;
+    // A first sync grows the tables from nothing: keep the planner's view current.
+    let analyze = first_sync && pages.is_power_of_two() && !opts.dry_run;
+    if analyze || batch.pages >= BATCH_PAGES {
+        batch.commit()?;
+    }
+    if analyze {
+        engine.store.refresh_statistics()?;
+    }
+    (jobs[0].progress)(&format!(
+        "{}: read {} {} records",
+        cursor.entity, listed.n, def0.external_entity
+    ));
     Ok(())
 }
 
