@@ -44,6 +44,8 @@ pub(super) struct Ready {
     /// Its hub values and their hash, worked out ahead when it references nothing (the
     /// page's links are read later, with the rest).
     pub mapped: Option<Result<(Value, String), MapError>>,
+    /// Likewise its values for a new hub record, when its mapping has creation-only rules.
+    pub created: Option<Result<Value, MapError>>,
 }
 
 /// Splits a page into its parts' records and prepares each part's.
@@ -103,6 +105,7 @@ fn prepare(p: &Part<'_>, records: Vec<Fetched>) -> Prepared {
                             record: r,
                             refs: Vec::new(),
                             mapped: None,
+                            created: None,
                         });
                     }
                 },
@@ -116,10 +119,14 @@ fn prepare(p: &Part<'_>, records: Vec<Fetched>) -> Prepared {
         }
     }
     let none = PageRefs::default();
+    let creating = p.mapping.has_create_rules();
     for g in &mut out.good {
         g.refs = p.mapping.external_refs(&g.record);
         if g.refs.is_empty() {
             g.mapped = Some(to_hub(p.mapping, &g.record, &none));
+            if creating {
+                g.created = Some(p.mapping.to_hub_new(&g.record, &none));
+            }
         }
     }
     out

@@ -372,6 +372,7 @@ impl EntitySync<'_> {
             id,
             record: r,
             mapped: ahead,
+            created,
             ..
         } in good
         {
@@ -402,7 +403,7 @@ impl EntitySync<'_> {
             match ahead.unwrap_or_else(|| to_hub(self.mapping, &r, &refs)) {
                 Ok((mut v, hp)) => {
                     self.key_items(&mut m, &r, &mut v);
-                    mapped.push((m, v, hp, updated, moved, r))
+                    mapped.push((m, v, hp, updated, moved, r, created))
                 }
                 Err(e) => {
                     self.map_failed(&mut m, retry::HUB, &e);
@@ -433,7 +434,7 @@ impl EntitySync<'_> {
 
         let mut writes: Vec<HubWrite> = Vec::new();
         let mut claimed: HashSet<String> = HashSet::new();
-        for (mut m, v, hp, updated, moved, r) in mapped {
+        for (mut m, v, hp, updated, moved, r, created) in mapped {
             let ext_id = m.external_id.clone().unwrap_or_default();
             if m.hub_id.is_some() && m.ext_hash.as_deref() == Some(hp.as_str()) {
                 self.counts.skipped += 1;
@@ -511,7 +512,8 @@ impl EntitySync<'_> {
                 None => {
                     // Creation-only rules (a source stamp) apply to a new hub record.
                     let v = match self.mapping.has_create_rules() {
-                        true => match self.mapping.to_hub_new(&r, &refs) {
+                        true => match created.unwrap_or_else(|| self.mapping.to_hub_new(&r, &refs))
+                        {
                             Ok(mut new) => {
                                 self.key_items(&mut m, &r, &mut new);
                                 new
