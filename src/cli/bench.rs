@@ -1,8 +1,10 @@
 //! `ferry bench`: Ferry's sync measured against the floor. A fake WorkflowMax runs in its
 //! own process (so its memory is not counted) with N synthetic clients; for each backend
 //! and N the bench measures the floor (the same HTTP client fetching the same pages, no
-//! mapping, no database), a first sync, an idle sync and a sync of 1% changes on each side:
-//! wall time, records/s, peak RSS of this process, API calls and writes. Results are
+//! mapping, no database), a first sync, the write floor (the first sync's rows written
+//! again into an empty database, nothing else: `bench_writes`), an idle sync and a sync of
+//! 1% changes on each side: wall time, records/s, peak RSS of this process, API calls and
+//! writes. Results are
 //! printed as a table and written as JSON with the machine described.
 
 use std::path::{Path, PathBuf};
@@ -55,6 +57,9 @@ struct Result1 {
     first_sync: Phase,
     /// Ferry's first sync time over the floor's.
     ratio_to_floor: f64,
+    /// Seconds to write the first sync's rows again into an empty database through the same
+    /// store calls, with nothing else (see `bench_writes`): the database's share of the floor.
+    write_floor_seconds: Option<f64>,
     idle: Option<Phase>,
     changed: Option<Phase>,
     /// Changes made on each side for the 1% phase.
@@ -255,13 +260,15 @@ async fn timed(engine: &Engine, p: &Prepared, records: usize) -> Result<(Phase, 
     ))
 }
 
+/// One backend and size. `full` runs the idle, 1%-changed and write-floor phases too, the
+/// last into the empty database at `writes_db`.
 async fn one(
     settings: &Settings,
     db: &str,
     backend: &str,
     n: usize,
     page: usize,
-    full: bool,
+    full: Option<&str>,
 ) -> Result<Result1> {
     eprintln!("bench: {backend}, {n} records: starting the fake");
     let fake = start_fake(n)?;
@@ -333,14 +340,19 @@ async fn one(
         floor,
         first_sync: first,
         ratio_to_floor: ratio,
+        write_floor_seconds: None,
         idle: None,
         changed: None,
         changes_each_side: 0,
         calls_per_change: None,
     };
-    if !full {
+    let Some(writes_db) = full else {
         return Ok(result);
-    }
+    };
+    eprintln!("bench: {backend}, {n} records: write floor");
+    result.write_floor_seconds = Some(super::bench_writes::write_floor(
+        &engine, &p, writes_db, page,
+    )?);
     eprintln!("bench: {backend}, {n} records: idle sync");
     let (idle, _) = timed(&engine, &p, n).await?;
     result.idle = Some(idle);
@@ -399,6 +411,7 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
         "first sync s",
         "rec/s",
         "× floor",
+        "writes s",
         "peak RSS MB",
         "calls/rec",
         "idle s",
@@ -419,6 +432,8 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
             format!("{:.2}", r.first_sync.wall_seconds),
             format!("{:.0}", r.first_sync.records_per_second),
             format!("{:.2}", r.ratio_to_floor),
+            r.write_floor_seconds
+                .map_or("-".into(), |w| format!("{w:.2}")),
             format!("{:.0}", r.first_sync.peak_rss_mb),
             format!("{:.4}", r.calls_per_record_first),
             o(&r.idle, |p| format!("{:.2}", p.wall_seconds)),
@@ -437,11 +452,11 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
     }
 }
 
-fn fresh_db(settings: &Settings, backend: &str, n: usize, pg: Option<&str>) -> Result<String> {
+fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<String> {
     match (backend, pg) {
         ("postgresql", Some(url)) => ferry_framework::store::testing::fresh_postgres(url),
         _ => {
-            let path = settings.resolve(&format!(".ferry/bench-{n}.db"));
+            let path = settings.resolve(&format!(".ferry/bench-{tag}.db"));
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
@@ -464,21 +479,23 @@ pub async fn bench(settings_path: &Path, args: BenchArgs) -> Result<ExitCode> {
     let mut memory = None;
     for backend in &backends {
         for &n in &args.sizes {
-            let db = fresh_db(&settings, backend, n, args.postgres.as_deref())?;
-            results.push(one(&settings, &db, backend, n, args.page_size, true).await?);
+            let pg = args.postgres.as_deref();
+            let db = fresh_db(&settings, backend, &n.to_string(), pg)?;
+            let writes = fresh_db(&settings, backend, &format!("{n}-writes"), pg)?;
+            results.push(one(&settings, &db, backend, n, args.page_size, Some(&writes)).await?);
         }
         // Right after SQLite's sizes, before any PostgreSQL run: the peak is of this process,
         // and memory another backend's phases leave behind would be counted as the big run's.
         if *backend == "sqlite" && args.memory_size > 0 {
             let base = *args.sizes.iter().max().unwrap_or(&0);
-            let db = fresh_db(&settings, "sqlite", args.memory_size, None)?;
+            let db = fresh_db(&settings, "sqlite", &args.memory_size.to_string(), None)?;
             let big = one(
                 &settings,
                 &db,
                 "sqlite",
                 args.memory_size,
                 args.page_size,
-                false,
+                None,
             )
             .await?;
             let at_base = results

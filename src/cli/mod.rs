@@ -3,6 +3,7 @@
 
 mod apikey;
 mod bench;
+mod bench_writes;
 mod demo;
 mod serve;
 mod show;
