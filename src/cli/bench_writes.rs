@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use diesel::Connection;
-use ferry_framework::store::hub::HubWrite;
+use ferry_framework::store::hub::{HubWrite, StoredData};
 use ferry_framework::store::Store;
 use ferry_framework::sync::{Engine, Prepared};
 
@@ -39,7 +39,7 @@ pub(super) fn write_floor(engine: &Engine, p: &Prepared, target: &str, page: usi
                 uid: h.uid,
                 create: true,
                 entity: h.entity,
-                data: h.data,
+                data: StoredData::of(&h.data),
                 updated_at: h.updated_at,
                 origin_connection_id: Some(cid),
             });

@@ -52,10 +52,31 @@ pub struct HubWrite {
     pub uid: String,
     pub create: bool,
     pub entity: String,
-    pub data: Value,
+    pub data: StoredData,
     pub match_key: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub origin_connection_id: Option<i64>,
+}
+
+/// A record's data as the hub stores it, with its content hash: serialized once, for the
+/// row and for the id map that remembers what was written.
+#[derive(Debug, Clone)]
+pub struct StoredData {
+    text: String,
+    hash: String,
+}
+
+impl StoredData {
+    pub fn of(v: &Value) -> StoredData {
+        let text = serde_json::to_string(v).unwrap_or_default();
+        let hash = text_hash(text.as_bytes());
+        StoredData { text, hash }
+    }
+
+    /// The same as [`content_hash`] of the value.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
 }
 
 /// A stable hash of a JSON value (object keys are sorted by serde_json's map): what id maps
@@ -101,8 +122,7 @@ impl Store {
         let mut created = Vec::new();
         for (i, w) in writes.iter().enumerate() {
             let seq = last - n + 1 + i as i64;
-            let data = serde_json::to_string(&w.data)?;
-            let hash = text_hash(data.as_bytes());
+            let (data, hash) = (&w.data.text, &w.data.hash);
             let at = w.updated_at.naive_utc();
             if w.create {
                 created.push((
@@ -123,7 +143,7 @@ impl Store {
                         .filter(hub_records::uid.eq(&w.uid)),
                 )
                 .set((
-                    hub_records::data.eq(&data),
+                    hub_records::data.eq(data),
                     hub_records::content_hash.eq(hash),
                     hub_records::seq.eq(seq),
                     hub_records::match_key.eq(&w.match_key),
@@ -279,7 +299,7 @@ impl Store {
             create: uid.is_none(),
             entity: entity.to_string(),
             match_key: model.match_key(entity, &data),
-            data,
+            data: StoredData::of(&data),
             updated_at: updated_at.unwrap_or_else(Utc::now),
             origin_connection_id: None,
         };

@@ -16,7 +16,7 @@ use super::EntitySync;
 use crate::config::ConflictPolicy;
 use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::mapping::MapError;
-use crate::store::hub::{HubRecord, HubWrite};
+use crate::store::hub::{HubRecord, HubWrite, StoredData};
 use crate::store::idmaps::{retry, state, IdMap};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
@@ -498,7 +498,7 @@ impl EntitySync<'_> {
                     if merged == h.data {
                         self.counts.skipped += 1;
                         m.hub_id = Some(h.uid.clone());
-                        self.linked(&mut m, hp, &merged);
+                        self.linked(&mut m, hp, content_hash(&merged));
                         if matched {
                             m.hub_hash = None;
                         }
@@ -538,9 +538,10 @@ impl EntitySync<'_> {
                 self.counts.updated_in_hub += 1;
                 self.note(|| format!("hub: update {label}"));
             }
+            let stored = StoredData::of(&data);
             m.hub_id = Some(uid.clone());
             m.last_push_to_hub = Some(now());
-            self.linked(&mut m, hp, &data);
+            self.linked(&mut m, hp, stored.hash().to_string());
             if matched && !create {
                 m.hub_hash = None;
             }
@@ -551,7 +552,7 @@ impl EntitySync<'_> {
                 create,
                 entity: hub_entity.to_string(),
                 match_key: self.engine.hub.match_key(hub_entity, &data),
-                data,
+                data: stored,
                 updated_at: Utc::now(),
                 origin_connection_id: Some(cid),
             });
@@ -625,10 +626,10 @@ impl EntitySync<'_> {
         }
     }
 
-    fn linked(&self, m: &mut IdMap, ext_hash: String, hub_data: &Value) {
+    fn linked(&self, m: &mut IdMap, ext_hash: String, hub_hash: String) {
         m.state = state::LINKED.into();
         m.ext_hash = Some(ext_hash);
-        m.hub_hash = Some(content_hash(hub_data));
+        m.hub_hash = Some(hub_hash);
         m.retry_to = None;
         m.last_error = None;
         m.updated_at = now();
