@@ -317,5 +317,10 @@ fn bench_measures_idle_and_changed_syncs() {
     assert_eq!(r["idle"]["api_calls"], 1);
     let k = r["changes_each_side"].as_u64().unwrap();
     assert_eq!(r["changed"]["writes"].as_u64(), Some(2 * k), "{r}");
+    assert_eq!(
+        r["write_floor"]["records"], 300,
+        "the write floor writes every record the first sync wrote: {r}"
+    );
+    assert!(r["write_floor"]["seconds"].as_f64().unwrap() > 0.0);
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
 }

@@ -18,6 +18,8 @@ use ferry_framework::http::rate::RateLimits;
 use ferry_framework::http::{TokenStore, Tokens};
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 use serde::Serialize;
+
+use super::bench_writes::WriteFloor;
 use serde_json::{json, Value};
 
 #[derive(Args)]
@@ -57,9 +59,9 @@ struct Result1 {
     first_sync: Phase,
     /// Ferry's first sync time over the floor's.
     ratio_to_floor: f64,
-    /// Seconds to write the first sync's rows again into an empty database through the same
-    /// store calls, with nothing else (see `bench_writes`): the database's share of the floor.
-    write_floor_seconds: Option<f64>,
+    /// The first sync's rows written again into an empty database through the same store
+    /// calls, with nothing else (see `bench_writes`): the database's share of a first sync.
+    write_floor: Option<WriteFloor>,
     idle: Option<Phase>,
     changed: Option<Phase>,
     /// Changes made on each side for the 1% phase.
@@ -340,7 +342,7 @@ async fn one(
         floor,
         first_sync: first,
         ratio_to_floor: ratio,
-        write_floor_seconds: None,
+        write_floor: None,
         idle: None,
         changed: None,
         changes_each_side: 0,
@@ -350,7 +352,7 @@ async fn one(
         return Ok(result);
     };
     eprintln!("bench: {backend}, {n} records: write floor");
-    result.write_floor_seconds = Some(super::bench_writes::write_floor(
+    result.write_floor = Some(super::bench_writes::write_floor(
         &engine, &p, writes_db, page,
     )?);
     eprintln!("bench: {backend}, {n} records: idle sync");
@@ -432,8 +434,9 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
             format!("{:.2}", r.first_sync.wall_seconds),
             format!("{:.0}", r.first_sync.records_per_second),
             format!("{:.2}", r.ratio_to_floor),
-            r.write_floor_seconds
-                .map_or("-".into(), |w| format!("{w:.2}")),
+            r.write_floor
+                .as_ref()
+                .map_or("-".into(), |w| format!("{:.2}", w.seconds)),
             format!("{:.0}", r.first_sync.peak_rss_mb),
             format!("{:.4}", r.calls_per_record_first),
             o(&r.idle, |p| format!("{:.2}", p.wall_seconds)),

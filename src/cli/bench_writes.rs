@@ -10,16 +10,29 @@ use diesel::Connection;
 use ferry_framework::store::hub::{HubWrite, StoredData};
 use ferry_framework::store::Store;
 use ferry_framework::sync::{Engine, Prepared};
+use serde::Serialize;
 
 /// Pages to a transaction, as a listing writes them while the application keeps up.
 const PAGES_PER_TRANSACTION: usize = 8;
 
-/// Seconds spent writing the first sync's rows again into the empty database at `target`.
-pub(super) fn write_floor(engine: &Engine, p: &Prepared, target: &str, page: usize) -> Result<f64> {
+/// The time spent writing the first sync's rows again into the empty database at `target`.
+#[derive(Debug, Serialize)]
+pub(super) struct WriteFloor {
+    pub seconds: f64,
+    /// Records written (a hub record and an id map each).
+    pub records: usize,
+}
+
+pub(super) fn write_floor(
+    engine: &Engine,
+    p: &Prepared,
+    target: &str,
+    page: usize,
+) -> Result<WriteFloor> {
     let dst = Store::open_and_migrate(target)?;
     let org = dst.upsert_org("write-floor", "Write floor", true, None)?;
     let cid = dst.upsert_connection(org, "workflowmax", "workflowmax", "{}", "{}")?;
-    let (mut spent, mut offset, mut pages) = (Duration::ZERO, 0i64, 0usize);
+    let (mut spent, mut offset, mut pages, mut records) = (Duration::ZERO, 0i64, 0usize, 0);
     let mut batch = Vec::new();
     loop {
         // Read from the synced database outside the timing.
@@ -58,6 +71,7 @@ pub(super) fn write_floor(engine: &Engine, p: &Prepared, target: &str, page: usi
             let mut c = dst.conn()?;
             c.transaction(|c| {
                 for (hub, maps) in &batch {
+                    records += maps.len();
                     Store::hub_write(c, org, hub)?;
                     Store::save_idmaps(c, maps)?;
                 }
@@ -67,7 +81,10 @@ pub(super) fn write_floor(engine: &Engine, p: &Prepared, target: &str, page: usi
             batch.clear();
         }
         if last {
-            return Ok(spent.as_secs_f64());
+            return Ok(WriteFloor {
+                seconds: spent.as_secs_f64(),
+                records,
+            });
         }
     }
 }
