@@ -18,9 +18,9 @@ use ferry_framework::http::rate::RateLimits;
 use ferry_framework::http::{TokenStore, Tokens};
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use super::bench_writes::WriteFloor;
-use serde_json::{json, Value};
 
 #[derive(Args)]
 pub struct BenchArgs {
