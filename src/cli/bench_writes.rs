@@ -6,11 +6,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use diesel::connection::TransactionManager;
 use diesel::Connection;
 use ferry_framework::store::hub::{HubWrite, StoredData};
-use ferry_framework::store::Store;
+use ferry_framework::store::{AnyConnection, Store};
 use ferry_framework::sync::{Engine, Prepared};
 use serde::Serialize;
+
+type Manager = <AnyConnection as Connection>::TransactionManager;
 
 /// Pages to a transaction, as a listing writes them while the application keeps up.
 const PAGES_PER_TRANSACTION: usize = 8;
@@ -33,7 +36,7 @@ pub(super) fn write_floor(
     let org = dst.upsert_org("write-floor", "Write floor", true, None)?;
     let cid = dst.upsert_connection(org, "workflowmax", "workflowmax", "{}", "{}")?;
     let (mut spent, mut offset, mut pages, mut records) = (Duration::ZERO, 0i64, 0usize, 0);
-    let mut batch = Vec::new();
+    let mut c = dst.conn()?;
     loop {
         // Read from the synced database outside the timing.
         let (_, read) =
@@ -65,21 +68,18 @@ pub(super) fn write_floor(
                 m
             })
             .collect();
-        batch.push((hub, maps));
-        if last || pages % PAGES_PER_TRANSACTION == 0 {
-            let started = Instant::now();
-            let mut c = dst.conn()?;
-            c.transaction(|c| {
-                for (hub, maps) in &batch {
-                    records += maps.len();
-                    Store::hub_write(c, org, hub)?;
-                    Store::save_idmaps(c, maps)?;
-                }
-                Ok::<_, anyhow::Error>(())
-            })?;
-            spent += started.elapsed();
-            batch.clear();
+        // Written as it is read: only one page is held, as in a sync.
+        let started = Instant::now();
+        if pages % PAGES_PER_TRANSACTION == 1 {
+            Manager::begin_transaction(&mut *c)?;
         }
+        Store::hub_write(&mut c, org, &hub)?;
+        Store::save_idmaps(&mut c, &maps)?;
+        if last || pages % PAGES_PER_TRANSACTION == 0 {
+            Manager::commit_transaction(&mut *c)?;
+        }
+        spent += started.elapsed();
+        records += maps.len();
         if last {
             return Ok(WriteFloor {
                 seconds: spent.as_secs_f64(),

@@ -117,7 +117,7 @@ pub struct Prepared {
 pub struct Selected {
     pub entity: Entity,
     pub selection: EntitySelection,
-    pub mappings: Vec<Mapping>,
+    pub mappings: Vec<Arc<Mapping>>,
 }
 
 /// Progress callback: one short line per page.
@@ -207,7 +207,7 @@ impl Engine {
                     &conn.parameters,
                 )?;
                 declared.extend(mapping.params.iter().cloned());
-                mappings.push(mapping);
+                mappings.push(Arc::new(mapping));
             }
             entities.push(Selected {
                 entity,
@@ -505,7 +505,7 @@ pub(crate) struct EntitySync<'a> {
     p: &'a Prepared,
     def: &'a EntityDef,
     sel: &'a EntitySelection,
-    mapping: &'a Mapping,
+    mapping: &'a Arc<Mapping>,
     /// Hub → external routing when this is a part of a complex entity.
     route: Option<RouteFn>,
     /// Shared so the next page can be fetched on the runtime while this one is written.

@@ -1,5 +1,5 @@
-//! How a listing streams: the next page is fetched on the runtime while one is written, and
-//! pages that keep arriving are written in one transaction.
+//! How a listing streams: the next page is fetched and prepared on the runtime while one is
+//! written, and pages that keep arriving are written in one transaction.
 
 use std::sync::Arc;
 
@@ -8,24 +8,51 @@ use chrono::{DateTime, Utc};
 use diesel::connection::TransactionManager;
 use diesel::Connection;
 
-use crate::entity::{EntityDef, ExternalClient, Page, PageRequest};
+use super::premap::{prepare_page, Part, PreparedPage};
+use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::http::ApiError;
 use crate::store::{AnyConnection, Conn};
 
-/// A page being listed on the runtime. Dropping it (an error while writing the previous
-/// page) cancels the request.
-pub(super) struct Prefetch(tokio::task::JoinHandle<Result<Page, ApiError>>);
+/// A page being listed and prepared on the runtime. Dropping it (an error while writing
+/// the previous page) cancels the request.
+pub(super) struct Prefetch(tokio::task::JoinHandle<Result<Listed, ApiError>>);
+
+/// A listed page, prepared.
+pub(super) struct Listed {
+    pub page: PreparedPage,
+    /// The token of the page after it.
+    pub next: Option<String>,
+    /// Records listed.
+    pub n: usize,
+    /// The latest change among them.
+    pub latest: Option<DateTime<Utc>>,
+}
 
 impl Prefetch {
     pub(super) fn start(
-        client: &Arc<dyn ExternalClient>,
-        def: &EntityDef,
+        parts: &Arc<[Part]>,
+        split: Option<SplitFn>,
         since: Option<DateTime<Utc>>,
         req: PageRequest,
     ) -> Prefetch {
-        let (client, def) = (Arc::clone(client), def.clone());
+        let parts = Arc::clone(parts);
         Prefetch(tokio::spawn(async move {
-            client.list_changed(&def, since, &req).await
+            let Part { client, def, .. } = &parts[0];
+            let page = client.list_changed(def, since, &req).await?;
+            let latest = page
+                .records
+                .iter()
+                .filter_map(|f| match f {
+                    Fetched::Record(r) => client.updated_at(def, r),
+                    Fetched::Bad { .. } => None,
+                })
+                .max();
+            Ok(Listed {
+                n: page.records.len(),
+                latest,
+                next: page.next,
+                page: prepare_page(&parts, split, page.records),
+            })
         }))
     }
 
@@ -33,7 +60,7 @@ impl Prefetch {
         self.0.is_finished()
     }
 
-    pub(super) async fn finish(mut self) -> Result<Page, ApiError> {
+    pub(super) async fn finish(mut self) -> Result<Listed, ApiError> {
         (&mut self.0)
             .await
             .unwrap_or_else(|e| Err(ApiError::Transient(format!("listing task failed: {e}"))))

@@ -1,8 +1,9 @@
 //! The part of reading a page that needs no database: records split into their parts, ids
 //! checked, duplicates folded and records mapped to the hub. Pure, so a listing runs it on
-//! the second core while the page before is written.
+//! the runtime as each page arrives, while the page before is written.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -10,12 +11,13 @@ use super::support::{content_hash, PageRefs};
 use crate::entity::{EntityDef, ExternalClient, Fetched, SplitFn};
 use crate::mapping::{MapError, Mapping, RefResolver};
 
-/// What one part (an entity, or a part of a complex one) needs to prepare its records.
-#[derive(Clone, Copy)]
-pub(super) struct Part<'a> {
-    pub client: &'a dyn ExternalClient,
-    pub def: &'a EntityDef,
-    pub mapping: &'a Mapping,
+/// What one part (an entity, or a part of a complex one) needs to prepare its records;
+/// owned, so pages are prepared on the runtime as they arrive.
+#[derive(Clone)]
+pub(super) struct Part {
+    pub client: Arc<dyn ExternalClient>,
+    pub def: EntityDef,
+    pub mapping: Arc<Mapping>,
 }
 
 /// One page, prepared for each part.
@@ -50,7 +52,7 @@ pub(super) struct Ready {
 
 /// Splits a page into its parts' records and prepares each part's.
 pub(super) fn prepare_page(
-    parts: &[Part<'_>],
+    parts: &[Part],
     split: Option<SplitFn>,
     records: Vec<Fetched>,
 ) -> PreparedPage {
@@ -59,7 +61,7 @@ pub(super) fn prepare_page(
     for f in records {
         match (split, f) {
             (Some(split), Fetched::Record(r)) => {
-                let parent = parts[0].client.record_id(parts[0].def, &r);
+                let parent = parts[0].client.record_id(&parts[0].def, &r);
                 for (name, sub) in split(&r) {
                     let Some(k) = parts.iter().position(|p| p.def.name == name) else {
                         continue;
@@ -67,7 +69,7 @@ pub(super) fn prepare_page(
                     if let (true, Some(parent), Some(id)) = (
                         k > 0,
                         &parent,
-                        parts[k].client.record_id(parts[k].def, &sub),
+                        parts[k].client.record_id(&parts[k].def, &sub),
                     ) {
                         parents.insert(id, parent.clone());
                     }
@@ -87,7 +89,7 @@ pub(super) fn prepare_page(
     }
 }
 
-fn prepare(p: &Part<'_>, records: Vec<Fetched>) -> Prepared {
+fn prepare(p: &Part, records: Vec<Fetched>) -> Prepared {
     let mut out = Prepared {
         good: Vec::with_capacity(records.len()),
         ..Prepared::default()
@@ -95,7 +97,7 @@ fn prepare(p: &Part<'_>, records: Vec<Fetched>) -> Prepared {
     let mut at: HashMap<String, usize> = HashMap::with_capacity(records.len());
     for f in records {
         match f {
-            Fetched::Record(r) => match p.client.record_id(p.def, &r) {
+            Fetched::Record(r) => match p.client.record_id(&p.def, &r) {
                 Some(id) => match at.get(&id) {
                     Some(&i) => out.good[i].record = r,
                     None => {
@@ -123,7 +125,7 @@ fn prepare(p: &Part<'_>, records: Vec<Fetched>) -> Prepared {
     for g in &mut out.good {
         g.refs = p.mapping.external_refs(&g.record);
         if g.refs.is_empty() {
-            g.mapped = Some(to_hub(p.mapping, &g.record, &none));
+            g.mapped = Some(to_hub(&p.mapping, &g.record, &none));
             if creating {
                 g.created = Some(p.mapping.to_hub_new(&g.record, &none));
             }

@@ -3,6 +3,7 @@
 //! transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use chrono::{Duration, NaiveDateTime, Utc};
@@ -33,8 +34,7 @@ pub(crate) async fn pull_entity(
     let Some(first) = jobs.first() else {
         return Ok(());
     };
-    let (engine, p, opts, client, def0) =
-        (first.engine, first.p, first.opts, first.client, first.def);
+    let (engine, p, opts, def0) = (first.engine, first.p, first.opts, first.def);
     let mut cursor = {
         let mut c = engine.store.conn()?;
         Store::cursor(&mut c, p.connection_id, name)?
@@ -56,64 +56,47 @@ pub(crate) async fn pull_entity(
     let read_started = Utc::now();
     pull_retries(split, jobs).await?;
     let size = jobs[0].page_size(first_sync);
+    let parts: Arc<[Part]> = parts(jobs).into();
     let fetch =
-        |token: Option<String>| Prefetch::start(client, def0, since, PageRequest { token, size });
-    let parts = parts(jobs);
+        |token: Option<String>| Prefetch::start(&parts, split, since, PageRequest { token, size });
     let mut next = Some(fetch(None));
-    let mut ready: Option<Listed> = None;
     let mut batch = Batch::new(engine.store.conn()?, !opts.dry_run);
     let mut pages: u64 = 0;
-    loop {
-        if next.as_ref().is_none_or(|n| !n.is_finished()) {
-            // Nothing arrived to prepare alongside: write what is ready, and commit before
-            // waiting on the network.
-            if let Some(page) = ready.take() {
-                write_listed(&mut batch, jobs, &mut cursor, &mut pages, first_sync, page)?;
-            }
-            batch.commit()?;
-        }
-        let Some(pending) = next.take() else {
-            break;
-        };
-        let page = match pending.finish().await {
-            Ok(page) => page,
+    while let Some(pending) = next.take() {
+        let listed = match pending.finish().await {
+            Ok(listed) => listed,
             Err(e) => {
                 // The pages before it are good: keep them.
-                if let Some(page) = ready.take() {
-                    write_listed(&mut batch, jobs, &mut cursor, &mut pages, first_sync, page)?;
-                }
                 batch.commit()?;
                 return Err(anyhow!("listing {} records: {e}", def0.external_entity));
             }
         };
-        // One page ahead: the application answers the next while this one is worked on.
-        next = page.next.clone().map(|t| fetch(Some(t)));
-        let n = page.records.len();
+        // One page ahead: the application answers the next, and it is prepared, while
+        // this one is written.
+        next = listed.next.clone().map(|t| fetch(Some(t)));
         // Never past the read's start: later changes are read next time.
-        let seen = page
-            .records
-            .iter()
-            .filter_map(|f| match f {
-                Fetched::Record(r) => client.updated_at(def0, r),
-                Fetched::Bad { .. } => None,
-            })
-            .max()
-            .map(|t| t.min(read_started).naive_utc());
-        // This page is prepared on the second core while the one before is written.
-        let prepared = std::thread::scope(|s| {
-            let helper = s.spawn(|| prepare_page(&parts, split, page.records));
-            if let Some(page) = ready.take() {
-                write_listed(&mut batch, jobs, &mut cursor, &mut pages, first_sync, page)?;
-            }
-            helper
-                .join()
-                .map_err(|_| anyhow!("preparing a page of {name} records failed"))
-        })?;
-        ready = Some(Listed {
-            page: prepared,
-            seen,
-            n,
-        });
+        let seen = listed.latest.map(|t| t.min(read_started).naive_utc());
+        write_page(
+            batch.conn()?,
+            jobs,
+            listed.page,
+            Some((&mut cursor, seen)),
+            None,
+        )?;
+        pages += 1;
+        // A first sync grows the tables from nothing: keep the planner's view current.
+        let analyze = first_sync && pages.is_power_of_two() && !opts.dry_run;
+        let waiting = next.as_ref().is_some_and(|n| !n.is_finished());
+        if waiting || next.is_none() || analyze || batch.pages >= BATCH_PAGES {
+            batch.commit()?;
+        }
+        if analyze {
+            engine.store.refresh_statistics()?;
+        }
+        (jobs[0].progress)(&format!(
+            "{name}: read {} {} records",
+            listed.n, def0.external_entity
+        ));
     }
     if !opts.dry_run {
         // The whole list was read: everything changed before the read started is in.
@@ -121,47 +104,6 @@ pub(crate) async fn pull_entity(
         let mut c = engine.store.conn()?;
         Store::save_cursor(&mut c, &cursor)?;
     }
-    Ok(())
-}
-
-/// A listed page, prepared and waiting to be written, with the latest change it holds.
-struct Listed {
-    page: PreparedPage,
-    seen: Option<NaiveDateTime>,
-    n: usize,
-}
-
-/// Writes a listed page into the batch with its checkpoint, committing when the batch is
-/// full or the planner's statistics are due.
-fn write_listed(
-    batch: &mut Batch,
-    jobs: &mut [EntitySync<'_>],
-    cursor: &mut Cursor,
-    pages: &mut u64,
-    first_sync: bool,
-    listed: Listed,
-) -> Result<()> {
-    let (engine, opts, def0) = (jobs[0].engine, jobs[0].opts, jobs[0].def);
-    write_page(
-        batch.conn()?,
-        jobs,
-        listed.page,
-        Some((cursor, listed.seen)),
-        None,
-    )?;
-    *pages += 1;
-    // A first sync grows the tables from nothing: keep the planner's view current.
-    let analyze = first_sync && pages.is_power_of_two() && !opts.dry_run;
-    if analyze || batch.pages >= BATCH_PAGES {
-        batch.commit()?;
-    }
-    if analyze {
-        engine.store.refresh_statistics()?;
-    }
-    (jobs[0].progress)(&format!(
-        "{}: read {} {} records",
-        cursor.entity, listed.n, def0.external_entity
-    ));
     Ok(())
 }
 
@@ -211,13 +153,13 @@ fn route_page(
     write_page(c, jobs, page, checkpoint, seen)
 }
 
-/// What preparing a page needs of each part, borrowed apart from the parts' counters.
-fn parts<'a>(jobs: &[EntitySync<'a>]) -> Vec<Part<'a>> {
+/// What preparing a page needs of each part, apart from the parts' counters.
+fn parts(jobs: &[EntitySync<'_>]) -> Vec<Part> {
     jobs.iter()
         .map(|j| Part {
-            client: &**j.client,
-            def: j.def,
-            mapping: j.mapping,
+            client: Arc::clone(j.client),
+            def: j.def.clone(),
+            mapping: Arc::clone(j.mapping),
         })
         .collect()
 }
