@@ -4,8 +4,7 @@
 //! mapping, no database), a first sync, the write floor (the first sync's rows written
 //! again into an empty database, nothing else: `bench_writes`), an idle sync and a sync of
 //! 1% changes on each side: wall time, records/s, peak RSS of this process, API calls and
-//! writes. Results are
-//! printed as a table and written as JSON with the machine described.
+//! writes. Results are printed as a table and written as JSON with the machine described.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -281,15 +280,15 @@ async fn timed(engine: &Engine, p: &Prepared, records: usize) -> Result<(Phase, 
     ))
 }
 
-/// One backend and size. `full` runs the idle, 1%-changed and write-floor phases too, the
-/// last into the empty database at `writes_db`.
+/// One backend and size. With `writes_db` (an empty database for the write floor) the
+/// write-floor, idle and 1%-changed phases run too; without, only the floor and first sync.
 async fn one(
     settings: &Settings,
     db: &str,
     backend: &str,
     n: usize,
     page: usize,
-    full: Option<&str>,
+    writes_db: Option<&str>,
 ) -> Result<Result1> {
     eprintln!("bench: {backend}, {n} records: starting the fake");
     let fake = start_fake(n)?;
@@ -367,7 +366,7 @@ async fn one(
         changes_each_side: 0,
         calls_per_change: None,
     };
-    let Some(writes_db) = full else {
+    let Some(writes_db) = writes_db else {
         return Ok(result);
     };
     eprintln!("bench: {backend}, {n} records: write floor");

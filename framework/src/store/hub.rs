@@ -154,8 +154,7 @@ impl Store {
             }
             out.push((w.uid.clone(), seq));
         }
-        // 9 columns a row: 1000 rows stay below SQLite's bound-parameter limit.
-        insert_many!(c, hub_records::table, &created, 1000);
+        insert_many!(c, hub_records::table, &created);
         Ok(out)
     }
 

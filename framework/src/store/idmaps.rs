@@ -156,15 +156,14 @@ impl Store {
             .get_result(c)?)
     }
 
-    /// Saves a page's id maps: new ones in multi-row inserts, known ones updated.
+    /// Saves a page's id maps: new ones in bulk (`insert_many!`), known ones updated.
     pub fn save_idmaps(c: &mut AnyConnection, maps: &[IdMap]) -> Result<()> {
         let (new, known): (Vec<&IdMap>, Vec<&IdMap>) = maps.iter().partition(|m| m.id == 0);
         for m in known {
             Self::save_idmap(c, m)?;
         }
-        // 17 columns a row: 500 rows stay far below SQLite's bound-parameter limit.
         let rows: Vec<_> = new.iter().map(|m| idmap_row!(m)).collect();
-        insert_many!(c, id_maps::table, &rows, 500);
+        insert_many!(c, id_maps::table, &rows);
         Ok(())
     }
 

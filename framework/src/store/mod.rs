@@ -42,10 +42,11 @@ macro_rules! on_backend {
 pub(crate) use on_backend;
 
 /// New rows in bulk: PostgreSQL takes them in one binary `COPY` (no statement to parse, no
-/// bound-parameter limit, a fraction of the time of a multi-row `INSERT`), SQLite in
-/// multi-row `INSERT`s of `$chunk` rows.
+/// bound-parameter limit, a fraction of the time of a multi-row `INSERT`), SQLite one row
+/// at a time through a statement prepared once and cached (in-process, a step costs less
+/// than parsing a page-sized multi-row `INSERT` again for every page).
 macro_rules! insert_many {
-    ($c:expr, $table:expr, $rows:expr, $chunk:expr) => {
+    ($c:expr, $table:expr, $rows:expr) => {
         match $c {
             AnyConnection::Postgresql(pg) => {
                 if !$rows.is_empty() {
@@ -99,7 +100,8 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
             // Checkpoints every 8000 WAL pages (32 MB), not SQLite's 1000, and a 16 MB page
             // cache, not 2 MB: a sync's inserts land on index pages all over random-id
             // indexes; each checkpoint wrote the same pages again, and a small cache read
-            // them back and spilled them (docs/PERFORMANCE.md has the figures).
+            // them back and spilled them. Statement journals stay in memory rather than in
+            // temporary files (docs/PERFORMANCE.md has the figures).
             c.batch_execute(
                 "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
                  PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 8000; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",

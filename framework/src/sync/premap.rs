@@ -30,6 +30,8 @@ pub(super) struct PreparedPage {
 /// One part's records of a page.
 #[derive(Default)]
 pub(super) struct Prepared {
+    /// Records as listed, duplicates included.
+    pub listed: usize,
     /// Records with an id, each once (a record listed twice: the later copy).
     pub good: Vec<Ready>,
     /// Records the application could not give: `(id, error)`.
@@ -91,6 +93,7 @@ pub(super) fn prepare_page(
 
 fn prepare(p: &Part, records: Vec<Fetched>) -> Prepared {
     let mut out = Prepared {
+        listed: records.len(),
         good: Vec::with_capacity(records.len()),
         ..Prepared::default()
     };

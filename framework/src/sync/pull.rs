@@ -278,11 +278,12 @@ impl EntitySync<'_> {
         let cid = self.p.connection_id;
         let (hub_entity, ext_entity) = (self.def.hub_entity, self.def.external_entity);
         let Prepared {
+            listed,
             good,
             bad,
             unreadable,
         } = page;
-        self.counts.fetched += (good.len() + bad.len() + unreadable.len()) as u64;
+        self.counts.fetched += listed as u64;
         for error in unreadable {
             self.counts.errors += 1;
             tracing::warn!(entity = ext_entity, %error, "unreadable record skipped");
