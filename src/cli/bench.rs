@@ -15,6 +15,7 @@ use clap::Args;
 use ferry_framework::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
 use ferry_framework::http::rate::RateLimits;
 use ferry_framework::http::{TokenStore, Tokens};
+use ferry_framework::store::testing::{fresh_postgres, FreshPostgres};
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     /// Records per page, for Ferry and the floor alike.
     #[arg(long, default_value_t = 1000)]
     pub page_size: usize,
-    /// A PostgreSQL server to measure too (a fresh database is created on it).
+    /// A PostgreSQL server to measure too (fresh databases are created on it, and dropped).
     #[arg(long, env = "FERRY_BENCH_POSTGRES_URL")]
     pub postgres: Option<String>,
     /// Where to write the results as JSON.
@@ -473,15 +474,31 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
     }
 }
 
-fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<String> {
+/// A bench database: a SQLite file, or a PostgreSQL database dropped after its run.
+enum BenchDb {
+    File(String),
+    Postgres(FreshPostgres),
+}
+
+impl std::ops::Deref for BenchDb {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            BenchDb::File(path) => path,
+            BenchDb::Postgres(db) => db,
+        }
+    }
+}
+
+fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<BenchDb> {
     match (backend, pg) {
-        ("postgresql", Some(url)) => ferry_framework::store::testing::fresh_postgres(url),
+        ("postgresql", Some(url)) => Ok(BenchDb::Postgres(fresh_postgres(url)?)),
         _ => {
             let path = settings.resolve(&format!(".ferry/bench-{tag}.db"));
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
-            Ok(path.to_string_lossy().into_owned())
+            Ok(BenchDb::File(path.to_string_lossy().into_owned()))
         }
     }
 }
@@ -503,7 +520,7 @@ pub async fn bench(settings_path: &Path, args: BenchArgs) -> Result<ExitCode> {
             let pg = args.postgres.as_deref();
             let db = fresh_db(&settings, backend, &n.to_string(), pg)?;
             let writes = fresh_db(&settings, backend, &format!("{n}-writes"), pg)?;
-            results.push(one(&settings, &db, backend, n, args.page_size, Some(&writes)).await?);
+            results.push(one(&settings, &db, backend, n, args.page_size, Some(&*writes)).await?);
         }
         // Right after SQLite's sizes, before any PostgreSQL run: the peak is of this process,
         // and memory another backend's phases leave behind would be counted as the big run's.

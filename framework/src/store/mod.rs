@@ -211,8 +211,44 @@ impl Store {
 pub mod testing {
     use super::*;
 
-    /// Creates a fresh database next to `admin_url`'s and returns its URL.
-    pub fn fresh_postgres(admin_url: &str) -> Result<String> {
+    /// A throwaway PostgreSQL database for a test or a bench run, dropped (closing whatever
+    /// is still connected to it) when this is: runs must not leave databases behind on the
+    /// server they borrow.
+    pub struct FreshPostgres {
+        url: String,
+        admin: String,
+        name: String,
+    }
+
+    impl std::ops::Deref for FreshPostgres {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.url
+        }
+    }
+
+    impl std::fmt::Display for FreshPostgres {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&redact(&self.url))
+        }
+    }
+
+    impl Drop for FreshPostgres {
+        fn drop(&mut self) {
+            let dropped = PgConnection::establish(&self.admin).map(|mut c| {
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+            });
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop the PostgreSQL database {}", self.name);
+            }
+        }
+    }
+
+    /// Creates a fresh database next to `admin_url`'s.
+    pub fn fresh_postgres(admin_url: &str) -> Result<FreshPostgres> {
         let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
         let mut c = PgConnection::establish(admin_url)
             .with_context(|| format!("cannot connect to {}", redact(admin_url)))?;
@@ -226,6 +262,10 @@ pub mod testing {
             _ => admin_url,
         };
         let query = admin_url.find('?').map(|q| &admin_url[q..]).unwrap_or("");
-        Ok(format!("{base}/{name}{query}"))
+        Ok(FreshPostgres {
+            url: format!("{base}/{name}{query}"),
+            admin: admin_url.to_string(),
+            name,
+        })
     }
 }
