@@ -15,7 +15,7 @@ use clap::Args;
 use ferry_framework::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
 use ferry_framework::http::rate::RateLimits;
 use ferry_framework::http::{TokenStore, Tokens};
-use ferry_framework::store::testing::{fresh_postgres, FreshPostgres};
+use ferry_framework::store::testing::{fresh_postgres, ScratchDb};
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -474,31 +474,15 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
     }
 }
 
-/// A bench database: a SQLite file, or a PostgreSQL database dropped after its run.
-enum BenchDb {
-    File(String),
-    Postgres(FreshPostgres),
-}
-
-impl std::ops::Deref for BenchDb {
-    type Target = str;
-    fn deref(&self) -> &str {
-        match self {
-            BenchDb::File(path) => path,
-            BenchDb::Postgres(db) => db,
-        }
-    }
-}
-
-fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<BenchDb> {
+fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<ScratchDb> {
     match (backend, pg) {
-        ("postgresql", Some(url)) => Ok(BenchDb::Postgres(fresh_postgres(url)?)),
+        ("postgresql", Some(url)) => Ok(ScratchDb::Postgres(fresh_postgres(url)?)),
         _ => {
             let path = settings.resolve(&format!(".ferry/bench-{tag}.db"));
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
-            Ok(BenchDb::File(path.to_string_lossy().into_owned()))
+            Ok(ScratchDb::File(path.to_string_lossy().into_owned()))
         }
     }
 }

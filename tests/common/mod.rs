@@ -15,7 +15,7 @@ use ferry_framework::config::{
 use ferry_framework::http::rate::RateLimits;
 use ferry_framework::hub::HubModel;
 use ferry_framework::secrets::Cipher;
-use ferry_framework::store::testing::{fresh_postgres, FreshPostgres};
+use ferry_framework::store::testing::{fresh_postgres, ScratchDb};
 use ferry_framework::store::Store;
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 
@@ -23,30 +23,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A database to run a scenario on, used as its URL; a PostgreSQL one is dropped with it.
-pub enum Db {
-    File(String),
-    Postgres(FreshPostgres),
-}
-
-impl std::ops::Deref for Db {
-    type Target = str;
-    fn deref(&self) -> &str {
-        match self {
-            Db::File(path) => path,
-            Db::Postgres(db) => db,
-        }
-    }
-}
-
 /// Databases to run a scenario on: SQLite always, PostgreSQL when configured.
-pub fn backends(dir: &Path) -> Vec<Db> {
-    let mut v = vec![Db::File(
+pub fn backends(dir: &Path) -> Vec<ScratchDb> {
+    let mut v = vec![ScratchDb::File(
         dir.join("ferry.db").to_string_lossy().into_owned(),
     )];
     if let Ok(admin) = std::env::var("FERRY_TEST_POSTGRES_URL") {
         if !admin.trim().is_empty() {
-            v.push(Db::Postgres(
+            v.push(ScratchDb::Postgres(
                 fresh_postgres(&admin).expect("fresh PostgreSQL database"),
             ));
         }

@@ -247,6 +247,23 @@ pub mod testing {
         }
     }
 
+    /// A scratch database, used as its URL: a SQLite file, or a PostgreSQL database that
+    /// is dropped with it.
+    pub enum ScratchDb {
+        File(String),
+        Postgres(FreshPostgres),
+    }
+
+    impl std::ops::Deref for ScratchDb {
+        type Target = str;
+        fn deref(&self) -> &str {
+            match self {
+                ScratchDb::File(path) => path,
+                ScratchDb::Postgres(db) => db,
+            }
+        }
+    }
+
     /// Creates a fresh database next to `admin_url`'s.
     pub fn fresh_postgres(admin_url: &str) -> Result<FreshPostgres> {
         let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
