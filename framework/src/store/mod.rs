@@ -227,12 +227,6 @@ pub mod testing {
         }
     }
 
-    impl std::fmt::Display for FreshPostgres {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&redact(&self.url))
-        }
-    }
-
     impl Drop for FreshPostgres {
         fn drop(&mut self) {
             let dropped = PgConnection::establish(&self.admin).map(|mut c| {
