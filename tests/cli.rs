@@ -202,6 +202,29 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
     // 5 organizations and 5 persons in SuperOffice, WorkflowMax and PhixFlow; the 5
     // organizations as BlizWork cases.
     assert_eq!(maps.as_array().unwrap().len(), 35);
+    let idmaps = |extra: &[&str]| {
+        let mut args = vec!["--settings", "demo-settings.yml", "idmaps", "--org", "demo"];
+        args.extend(extra);
+        let o = ferry(dir.path(), &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let json_len = |out: String| {
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // Filters an operator narrows with: the persons of the three person-holding apps; none
+    // failed.
+    assert_eq!(json_len(idmaps(&["--entity", "Person", "--json"])), 15);
+    assert_eq!(json_len(idmaps(&["--errors", "--json"])), 0);
+    assert_eq!(json_len(idmaps(&["--limit", "7", "--json"])), 7);
+    // The table says when it shows only part.
+    let table = idmaps(&["--limit", "2"]);
+    assert!(table.contains("2 of 35 shown"), "{table}");
+    assert!(!idmaps(&[]).contains("shown"));
 }
 
 #[test]

@@ -15,6 +15,7 @@ use clap::Args;
 use ferry_framework::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
 use ferry_framework::http::rate::RateLimits;
 use ferry_framework::http::{TokenStore, Tokens};
+use ferry_framework::store::idmaps::IdMapFilter;
 use ferry_framework::store::testing::{fresh_postgres, ScratchDb};
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 use serde::Serialize;
@@ -382,9 +383,10 @@ async fn one(
     let k = (n / 200).max(1);
     // Only the id maps needed: loading them all would leave the allocator holding memory
     // that the next phase's peak RSS would count.
-    let (_, maps) = engine
-        .store
-        .idmaps_page(&[p.connection_id], None, false, 0, (2 * k) as i64)?;
+    let maps =
+        engine
+            .store
+            .idmaps_after(&IdMapFilter::all(&[p.connection_id]), 0, (2 * k) as i64)?;
     let ids: Vec<(String, String)> = maps
         .iter()
         .filter_map(|m| Some((m.hub_id.clone()?, m.external_id.clone()?)))

@@ -9,6 +9,7 @@ use anyhow::Result;
 use diesel::connection::TransactionManager;
 use diesel::Connection;
 use ferry_framework::store::hub::{HubWrite, StoredData};
+use ferry_framework::store::idmaps::IdMapFilter;
 use ferry_framework::store::{AnyConnection, Store};
 use ferry_framework::sync::{Engine, Prepared};
 use serde::Serialize;
@@ -35,16 +36,16 @@ pub(super) fn write_floor(
     let dst = Store::open_and_migrate(target)?;
     let org = dst.upsert_org("write-floor", "Write floor", true, None)?;
     let cid = dst.upsert_connection(org, "workflowmax", "workflowmax", "{}", "{}")?;
-    let (mut spent, mut offset, mut pages, mut records) = (Duration::ZERO, 0i64, 0usize, 0);
+    let (mut spent, mut after, mut pages, mut records) = (Duration::ZERO, 0, 0usize, 0);
+    let synced = [p.connection_id];
     let mut c = dst.conn()?;
     loop {
         // Read from the synced database outside the timing.
-        let (_, read) =
-            engine
-                .store
-                .idmaps_page(&[p.connection_id], None, false, offset, page as i64)?;
+        let read = engine
+            .store
+            .idmaps_after(&IdMapFilter::all(&synced), after, page as i64)?;
         let last = read.len() < page;
-        offset += read.len() as i64;
+        after = read.last().map_or(after, |m| m.id);
         pages += 1;
         let uids: Vec<String> = read.iter().filter_map(|m| m.hub_id.clone()).collect();
         let mut src = engine.store.conn()?;

@@ -48,12 +48,7 @@ pub enum Command {
         json: bool,
     },
     /// The id maps of an organization: which hub record is which application record.
-    Idmaps {
-        #[arg(long)]
-        org: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Idmaps(show::IdmapsArgs),
     /// Read the hub.
     Hub {
         #[command(subcommand)]
@@ -152,7 +147,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     json,
                 } => show::jobs(&settings, status.as_deref(), limit, json),
                 Command::Status { json } => show::status(&settings, json),
-                Command::Idmaps { org, json } => show::idmaps(&settings, &org, json),
+                Command::Idmaps(args) => show::idmaps(&settings, args),
                 Command::Hub {
                     command:
                         HubCommand::List {

@@ -1,11 +1,14 @@
 //! Read-only commands: `connectors`, `status`, `idmaps`, `hub list`.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use ferry_framework::config::Settings;
 use ferry_framework::connector::registry;
 use ferry_framework::input_error;
+use ferry_framework::store::idmaps::IdMapFilter;
 use ferry_framework::store::runs::cluster_runs;
 use ferry_framework::store::Store;
 use ferry_framework::sync::EntityReport;
@@ -177,31 +180,44 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn idmaps(settings: &Settings, org: &str, json_out: bool) -> Result<ExitCode> {
+/// `ferry idmaps`: an organization may have millions of id maps, so they are read a page at
+/// a time and printed as they come.
+#[derive(clap::Args, Debug)]
+pub struct IdmapsArgs {
+    #[arg(long)]
+    org: String,
+    /// Only the id maps of this hub entity.
+    #[arg(long)]
+    entity: Option<String>,
+    /// Only the id maps whose last attempt left an error (what an operator looks into).
+    #[arg(long)]
+    errors: bool,
+    /// At most this many [default: 1000 for the table, all of them with --json].
+    #[arg(long)]
+    limit: Option<usize>,
+    /// A JSON array, written as it is read.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Id maps read per query.
+const IDMAP_PAGE: usize = 1000;
+
+pub fn idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
     let store = open(settings)?;
-    let id = org_id(&store, org)?;
+    let id = org_id(&store, &args.org)?;
     let conns = store.connections_of(id)?;
-    let maps = store.idmaps_of(&conns.iter().map(|c| c.id).collect::<Vec<_>>())?;
-    let conn_name = |cid: i64| {
-        conns
-            .iter()
-            .find(|c| c.id == cid)
-            .map(|c| c.name.clone())
-            .unwrap_or_default()
+    let names: HashMap<i64, String> = conns.iter().map(|c| (c.id, c.name.clone())).collect();
+    let ids: Vec<i64> = conns.iter().map(|c| c.id).collect();
+    let filter = IdMapFilter {
+        connections: &ids,
+        hub_entity: args.entity.as_deref(),
+        errors_only: args.errors,
     };
-    let rows: Vec<_> = maps
-        .iter()
-        .map(|m| json!({
-            "connection": conn_name(m.connection_id),
-            "hub_entity": m.hub_entity, "hub_id": m.hub_id,
-            "external_entity": m.external_entity, "external_id": m.external_id,
-            "state": m.state, "name": m.name, "retry_to": m.retry_to, "last_error": m.last_error,
-        }))
-        .collect();
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+    let limit = args
+        .limit
+        .unwrap_or(if args.json { usize::MAX } else { 1000 });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut t = table(vec![
         "connection",
         "hub entity",
@@ -212,20 +228,60 @@ pub fn idmaps(settings: &Settings, org: &str, json_out: bool) -> Result<ExitCode
         "name",
         "last error",
     ]);
-    for r in rows {
-        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        t.add_row(vec![
-            s("connection"),
-            s("hub_entity"),
-            s("hub_id"),
-            s("external_entity"),
-            s("external_id"),
-            s("state"),
-            s("name"),
-            s("last_error"),
-        ]);
+    let (mut after, mut shown) = (0, 0);
+    if args.json {
+        out.write_all(b"[")?;
     }
-    println!("{t}");
+    while shown < limit {
+        let want = (limit - shown).min(IDMAP_PAGE);
+        let page = store.idmaps_after(&filter, after, want as i64)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        for m in page {
+            let connection = names.get(&m.connection_id).cloned().unwrap_or_default();
+            if args.json {
+                out.write_all(if shown == 0 { b"\n  " } else { b",\n  " })?;
+                serde_json::to_writer(
+                    &mut out,
+                    &json!({
+                        "connection": connection,
+                        "hub_entity": m.hub_entity, "hub_id": m.hub_id,
+                        "external_entity": m.external_entity, "external_id": m.external_id,
+                        "state": m.state, "name": m.name, "retry_to": m.retry_to,
+                        "last_error": m.last_error,
+                    }),
+                )?;
+            } else {
+                let text = |v: Option<String>| v.unwrap_or_default();
+                t.add_row(vec![
+                    connection,
+                    m.hub_entity,
+                    text(m.hub_id),
+                    m.external_entity,
+                    text(m.external_id),
+                    m.state,
+                    text(m.name),
+                    text(m.last_error),
+                ]);
+            }
+            shown += 1;
+        }
+    }
+    if args.json {
+        out.write_all(b"\n]\n")?;
+    } else {
+        writeln!(out, "{t}")?;
+        let total = store.idmaps_count(&filter)?;
+        if total as usize > shown {
+            writeln!(
+                out,
+                "{shown} of {total} shown; --limit shows more, --json writes them all"
+            )?;
+        }
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

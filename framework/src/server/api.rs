@@ -22,6 +22,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::runtime::{Runtime, SyncJob};
 use crate::store::apikeys::{scope, ApiKey};
+use crate::store::idmaps::IdMapFilter;
 use crate::store::runs::{cluster_runs, RunRow};
 use crate::sync::EntityReport;
 
@@ -450,13 +451,15 @@ async fn org_idmaps(
     let ids: Vec<i64> = names.keys().copied().collect();
     let page = q.page.unwrap_or(1).max(1);
     let per_page = q.per_page.unwrap_or(100).clamp(1, 1000);
-    let (total, rows) = match rt.store().idmaps_page(
-        &ids,
-        q.entity.as_deref(),
-        q.errors,
-        (page - 1) * per_page,
-        per_page,
-    ) {
+    let filter = IdMapFilter {
+        connections: &ids,
+        hub_entity: q.entity.as_deref(),
+        errors_only: q.errors,
+    };
+    let (total, rows) = match rt
+        .store()
+        .idmaps_page(&filter, (page - 1) * per_page, per_page)
+    {
         Ok(x) => x,
         Err(e) => return internal(e),
     };

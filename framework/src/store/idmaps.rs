@@ -261,32 +261,18 @@ impl Store {
             .load(c)?)
     }
 
-    /// All id maps of a set of connections, for `ferry idmaps`.
-    /// One page of the id maps of `connection_ids`, optionally of one hub entity and only
-    /// those with an error; with the total matching.
+    /// One page of the id maps `filter` picks, from the `offset`-th on, with the total
+    /// matching: what a paged view (the API's `/idmaps`) shows.
     pub fn idmaps_page(
         &self,
-        connection_ids: &[i64],
-        hub_entity: Option<&str>,
-        errors_only: bool,
+        filter: &IdMapFilter<'_>,
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<IdMap>)> {
+        let total = self.idmaps_count(filter)?;
         let mut c = self.conn()?;
-        let filtered = || {
-            let mut q = id_maps::table
-                .filter(id_maps::connection_id.eq_any(connection_ids.to_vec()))
-                .into_boxed();
-            if let Some(e) = hub_entity {
-                q = q.filter(id_maps::hub_entity.eq(e.to_string()));
-            }
-            if errors_only {
-                q = q.filter(id_maps::last_error.is_not_null());
-            }
-            q
-        };
-        let total: i64 = filtered().count().get_result(&mut c)?;
-        let rows = filtered()
+        let rows = filter
+            .query()
             .order(id_maps::id)
             .offset(offset)
             .limit(limit)
@@ -295,6 +281,33 @@ impl Store {
         Ok((total, rows))
     }
 
+    /// How many id maps `filter` picks.
+    pub fn idmaps_count(&self, filter: &IdMapFilter<'_>) -> Result<i64> {
+        let mut c = self.conn()?;
+        Ok(filter.query().count().get_result(&mut c)?)
+    }
+
+    /// The id maps `filter` picks with an id above `after`, in id order: callers reading all
+    /// of a connection's id maps go page by page from the last id seen, each page a range of
+    /// the primary key however deep it is (an OFFSET reads past every row before it).
+    pub fn idmaps_after(
+        &self,
+        filter: &IdMapFilter<'_>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<IdMap>> {
+        let mut c = self.conn()?;
+        Ok(filter
+            .query()
+            .filter(id_maps::id.gt(after))
+            .order(id_maps::id)
+            .limit(limit)
+            .select(IdMap::as_select())
+            .load(&mut c)?)
+    }
+
+    /// All id maps of a set of connections. Tests and the demo read small databases with
+    /// it; anything that may meet a real one pages with [`Store::idmaps_after`].
     pub fn idmaps_of(&self, connection_ids: &[i64]) -> Result<Vec<IdMap>> {
         let mut c = self.conn()?;
         Ok(id_maps::table
@@ -302,5 +315,38 @@ impl Store {
             .order((id_maps::connection_id, id_maps::hub_entity, id_maps::id))
             .select(IdMap::as_select())
             .load(&mut c)?)
+    }
+}
+
+/// Which id maps an operator asks to see (`ferry idmaps`, the API's `/idmaps`).
+#[derive(Debug, Clone, Copy)]
+pub struct IdMapFilter<'a> {
+    pub connections: &'a [i64],
+    pub hub_entity: Option<&'a str>,
+    /// Only the id maps whose last attempt left an error.
+    pub errors_only: bool,
+}
+
+impl<'a> IdMapFilter<'a> {
+    /// Every id map of these connections.
+    pub fn all(connections: &'a [i64]) -> Self {
+        IdMapFilter {
+            connections,
+            hub_entity: None,
+            errors_only: false,
+        }
+    }
+
+    fn query(&self) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
+        let mut q = id_maps::table
+            .filter(id_maps::connection_id.eq_any(self.connections))
+            .into_boxed();
+        if let Some(e) = self.hub_entity {
+            q = q.filter(id_maps::hub_entity.eq(e));
+        }
+        if self.errors_only {
+            q = q.filter(id_maps::last_error.is_not_null());
+        }
+        q
     }
 }
