@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::id_maps;
-use super::{insert_many, AnyConnection, Store};
+use super::{insert_many, AnyConnection, Backend, Store};
 
 /// `state` values.
 pub mod state {
@@ -298,7 +298,7 @@ impl Store {
     ) -> Result<Vec<IdMap>> {
         let mut c = self.conn()?;
         Ok(filter
-            .query()
+            .query_by_id(self.backend)
             .filter(id_maps::id.gt(after))
             .order(id_maps::id)
             .limit(limit)
@@ -338,9 +338,32 @@ impl<'a> IdMapFilter<'a> {
     }
 
     fn query(&self) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
-        let mut q = id_maps::table
-            .filter(id_maps::connection_id.eq_any(self.connections))
-            .into_boxed();
+        self.rest(
+            id_maps::table
+                .filter(id_maps::connection_id.eq_any(self.connections))
+                .into_boxed(),
+        )
+    }
+
+    /// The same, for walking the table in id order. SQLite (which has no planner statistics
+    /// here: they turn a sync's id-list lookups into scans) would answer through an index on
+    /// the connection and sort every id map of it, for each page; `connection_id + 0` is no
+    /// index's column, which leaves the id range. PostgreSQL plans from its statistics.
+    fn query_by_id(&self, backend: Backend) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
+        match backend {
+            Backend::Sqlite => self.rest(
+                id_maps::table
+                    .filter((id_maps::connection_id + 0).eq_any(self.connections))
+                    .into_boxed(),
+            ),
+            Backend::Postgres => self.query(),
+        }
+    }
+
+    fn rest(
+        &self,
+        mut q: id_maps::BoxedQuery<'a, super::MultiBackend>,
+    ) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
         if let Some(e) = self.hub_entity {
             q = q.filter(id_maps::hub_entity.eq(e));
         }
