@@ -9,7 +9,7 @@ use chrono::{Duration, SubsecRound, Utc};
 use common::{backends, env, Opts};
 use ferry_connectors::superoffice::fake::{Failure, Target};
 use ferry_framework::config::ConflictPolicy;
-use ferry_framework::store::idmaps::state;
+use ferry_framework::store::idmaps::{state, IdMapFilter};
 use ferry_framework::sync::SyncOptions;
 use serde_json::json;
 
@@ -275,6 +275,51 @@ async fn five_companies_in_pages_of_two(url: &str) -> common::Env {
         e.fake.add_contact(&format!("Company {i}"), "", "");
     }
     e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_maps_are_read_page_by_page_with_the_operators_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let e = five_companies_in_pages_of_two(&url).await;
+        e.fake.add_person("Solo", "Person", "", None);
+        assert!(!e.sync().await.has_errors());
+        let conns = [e.prepared.connection_id];
+        let store = &e.engine.store;
+        // Pages of two, each after the last id seen, give every id map once, in id order.
+        let (mut after, mut seen) = (0, Vec::new());
+        loop {
+            let page = store
+                .idmaps_after(&IdMapFilter::all(&conns), after, 2)
+                .unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            seen.extend(page.into_iter().map(|m| m.id));
+        }
+        let mut all: Vec<i64> = e.idmaps().into_iter().map(|m| m.id).collect();
+        all.sort();
+        assert_eq!(seen, all);
+        assert_eq!(seen.len(), 6);
+        assert_eq!(store.idmaps_count(&IdMapFilter::all(&conns)).unwrap(), 6);
+        let persons = IdMapFilter {
+            hub_entity: Some("Person"),
+            ..IdMapFilter::all(&conns)
+        };
+        let solo = store.idmaps_after(&persons, 0, 10).unwrap();
+        assert_eq!(solo.len(), 1);
+        assert_eq!(solo[0].name.as_deref(), Some("Solo Person"));
+        let failed = IdMapFilter {
+            errors_only: true,
+            ..IdMapFilter::all(&conns)
+        };
+        assert_eq!(store.idmaps_count(&failed).unwrap(), 0);
+        // Another organization's connection sees none of them.
+        assert!(store
+            .idmaps_after(&IdMapFilter::all(&[conns[0] + 1]), 0, 10)
+            .unwrap()
+            .is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -338,7 +338,7 @@ impl<'a> IdMapFilter<'a> {
     }
 
     fn query(&self) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
-        self.rest(
+        self.narrowed(
             id_maps::table
                 .filter(id_maps::connection_id.eq_any(self.connections))
                 .into_boxed(),
@@ -351,7 +351,7 @@ impl<'a> IdMapFilter<'a> {
     /// index's column, which leaves the id range. PostgreSQL plans from its statistics.
     fn query_by_id(&self, backend: Backend) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
         match backend {
-            Backend::Sqlite => self.rest(
+            Backend::Sqlite => self.narrowed(
                 id_maps::table
                     .filter((id_maps::connection_id + 0).eq_any(self.connections))
                     .into_boxed(),
@@ -360,7 +360,8 @@ impl<'a> IdMapFilter<'a> {
         }
     }
 
-    fn rest(
+    /// The hub-entity and error filters, on top of the connections.
+    fn narrowed(
         &self,
         mut q: id_maps::BoxedQuery<'a, super::MultiBackend>,
     ) -> id_maps::BoxedQuery<'a, super::MultiBackend> {
