@@ -13,7 +13,7 @@ use ferry_connectors::workflowmax::fake::{Failure, Limits, Target};
 use ferry_framework::connector::{self, ConnectionContext};
 use ferry_framework::entity::PageRequest;
 use ferry_framework::http::rate::{RateBudget, RateLimits};
-use ferry_framework::http::{ApiStats, TokenStore};
+use ferry_framework::http::{ApiStats, TokenStore, Transport};
 use ferry_framework::store::idmaps::state;
 use serde_json::json;
 
@@ -35,10 +35,12 @@ fn open_client(e: &common::Hubbed) -> Arc<dyn ferry_framework::entity::ExternalC
             settings: e.wfm_conn.config.settings.clone(),
             secrets: e.wfm_conn.secrets.clone(),
             tokens: tokens_of(e),
-            http: reqwest::Client::new(),
-            stats: Arc::new(ApiStats::default()),
-            budget: Arc::new(RateBudget::new(quick_limits().1)),
-            max_retries: 1,
+            transport: Transport {
+                http: reqwest::Client::new(),
+                stats: Arc::new(ApiStats::default()),
+                budget: Arc::new(RateBudget::new(quick_limits().1)),
+                max_retries: 1,
+            },
         })
         .unwrap()
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::entity::{Entity, ExternalClient};
-use crate::http::rate::{RateBudget, RateLimits};
-use crate::http::{ApiStats, TokenStore};
+use crate::http::rate::RateLimits;
+use crate::http::{TokenStore, Transport};
 use crate::sandbox::Sandbox;
 
 /// Everything a connector needs to talk to one account of its application.
@@ -21,11 +21,7 @@ pub struct ConnectionContext {
     /// Secrets resolved from the environment variables named in config.
     pub secrets: BTreeMap<String, String>,
     pub tokens: TokenStore,
-    pub http: reqwest::Client,
-    pub stats: Arc<ApiStats>,
-    /// The connection's call budget, shared by every job of it in this process.
-    pub budget: Arc<RateBudget>,
-    pub max_retries: u32,
+    pub transport: Transport,
 }
 
 impl std::fmt::Debug for ConnectionContext {

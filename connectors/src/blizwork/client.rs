@@ -1,26 +1,20 @@
 //! The BlizWork client: every call is a POST of JSON to `<base><op>/<apiToken>/`, answered
 //! with `{resultCode, resultMessage, payload}`; success is HTTP 2xx and `resultCode` 0.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
-use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{ApiError, Transport};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::{DraftCalls, Handshake, Settings};
 
 pub struct BlizWorkClient {
-    http: reqwest::Client,
+    transport: Transport,
     settings: Settings,
     token: String,
-    budget: Arc<RateBudget>,
-    stats: Arc<ApiStats>,
-    max_retries: u32,
     /// The listing in progress: the list comes whole, the cases are fetched page by page.
     listing: Mutex<Option<Listing>>,
 }
@@ -58,10 +52,7 @@ impl BlizWorkClient {
         Ok(Self {
             settings: Settings::parse(&ctx.settings)?,
             token: ctx.secrets.get("api_token").cloned().unwrap_or_default(),
-            http: ctx.http,
-            budget: ctx.budget,
-            stats: ctx.stats,
-            max_retries: ctx.max_retries,
+            transport: ctx.transport,
             listing: Mutex::new(None),
         })
     }
@@ -70,35 +61,38 @@ impl BlizWorkClient {
     /// is 0.
     async fn post(&self, path: &str, body: &Value, idempotent: bool) -> Result<Value, ApiError> {
         let url = format!("{}{path}", self.settings.base_url());
-        with_retry(self.max_retries, idempotent, || async {
-            let (status, wait, text) =
-                send(&self.budget, &self.stats, self.http.post(&url).json(body)).await?;
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let message = v
-                .get("resultMessage")
-                .or(v.get("message"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            if !(200..300).contains(&status) {
-                return Err(ApiError::from_status(status, wait, message));
-            }
-            let code = v
-                .get("resultCode")
-                .or(v.get("status"))
-                .and_then(Value::as_i64)
-                .ok_or_else(|| {
-                    ApiError::Malformed(format!(
-                        "{path}: no resultCode in {}",
-                        text.chars().take(200).collect::<String>()
-                    ))
-                })?;
-            if code != 0 {
-                return Err(classify(code, &message));
-            }
-            Ok(v)
-        })
-        .await
+        self.transport
+            .with_retry(idempotent, || async {
+                let (status, wait, text) = self
+                    .transport
+                    .send(self.transport.http.post(&url).json(body))
+                    .await?;
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let message = v
+                    .get("resultMessage")
+                    .or(v.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| text.chars().take(300).collect());
+                if !(200..300).contains(&status) {
+                    return Err(ApiError::from_status(status, wait, message));
+                }
+                let code = v
+                    .get("resultCode")
+                    .or(v.get("status"))
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| {
+                        ApiError::Malformed(format!(
+                            "{path}: no resultCode in {}",
+                            text.chars().take(200).collect::<String>()
+                        ))
+                    })?;
+                if code != 0 {
+                    return Err(classify(code, &message));
+                }
+                Ok(v)
+            })
+            .await
     }
 
     async fn call(&self, op: &str, body: Value, idempotent: bool) -> Result<Value, ApiError> {

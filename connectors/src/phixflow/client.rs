@@ -1,14 +1,12 @@
 //! Sends records to PhixFlow actionflows and reads each outcome, waiting or polling.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Page, PageRequest};
-use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{ApiError, Transport};
 use serde_json::Value;
 
 use super::{Mode, Settings};
@@ -17,12 +15,9 @@ use super::{Mode, Settings};
 pub const FERRY_ID: &str = "ferry_id";
 
 pub struct PhixFlowClient {
-    http: reqwest::Client,
+    transport: Transport,
     settings: Settings,
     api_key: String,
-    budget: Arc<RateBudget>,
-    stats: Arc<ApiStats>,
-    max_retries: u32,
 }
 
 fn encode(s: &str) -> String {
@@ -41,10 +36,7 @@ impl PhixFlowClient {
         Ok(Self {
             settings: Settings::parse(&ctx.settings)?,
             api_key: ctx.secrets.get("api_key").cloned().unwrap_or_default(),
-            http: ctx.http,
-            budget: ctx.budget,
-            stats: ctx.stats,
-            max_retries: ctx.max_retries,
+            transport: ctx.transport,
         })
     }
 
@@ -73,31 +65,32 @@ impl PhixFlowClient {
         idempotent: bool,
     ) -> Result<Value, ApiError> {
         let auth = format!("{}{}", self.settings.auth_prefix, self.api_key);
-        with_retry(self.max_retries, idempotent, || async {
-            let req = req
-                .try_clone()
-                .ok_or_else(|| ApiError::Permanent("request cannot be repeated".into()))?
-                .header(self.settings.auth_header.as_str(), auth.as_str());
-            let (status, wait, text) = send(&self.budget, &self.stats, req).await?;
-            let body: Value = if text.trim().is_empty() {
-                Value::Object(Default::default())
-            } else {
-                serde_json::from_str(&text).map_err(|e| {
-                    ApiError::Malformed(format!(
-                        "the actionflow answered non-JSON ({e}): {}",
-                        text.chars().take(200).collect::<String>()
-                    ))
-                })?
-            };
-            if !(200..300).contains(&status) {
-                let msg = self
-                    .message(&body)
-                    .unwrap_or_else(|| text.chars().take(300).collect());
-                return Err(ApiError::from_status(status, wait, msg));
-            }
-            Ok(body)
-        })
-        .await
+        self.transport
+            .with_retry(idempotent, || async {
+                let req = req
+                    .try_clone()
+                    .ok_or_else(|| ApiError::Permanent("request cannot be repeated".into()))?
+                    .header(self.settings.auth_header.as_str(), auth.as_str());
+                let (status, wait, text) = self.transport.send(req).await?;
+                let body: Value = if text.trim().is_empty() {
+                    Value::Object(Default::default())
+                } else {
+                    serde_json::from_str(&text).map_err(|e| {
+                        ApiError::Malformed(format!(
+                            "the actionflow answered non-JSON ({e}): {}",
+                            text.chars().take(200).collect::<String>()
+                        ))
+                    })?
+                };
+                if !(200..300).contains(&status) {
+                    let msg = self
+                        .message(&body)
+                        .unwrap_or_else(|| text.chars().take(300).collect());
+                    return Err(ApiError::from_status(status, wait, msg));
+                }
+                Ok(body)
+            })
+            .await
     }
 
     fn message(&self, body: &Value) -> Option<String> {
@@ -132,7 +125,11 @@ impl PhixFlowClient {
         if let Some(o) = record.as_object_mut() {
             o.insert(FERRY_ID.into(), id.into());
         }
-        let mut req = self.http.post(self.trigger_url(entity)?).json(&record);
+        let mut req = self
+            .transport
+            .http
+            .post(self.trigger_url(entity)?)
+            .json(&record);
         if let Some(t) = self.settings.timeout_ms {
             req = req.query(&[("timeout", t.to_string())]);
         }
@@ -174,7 +171,7 @@ impl PhixFlowClient {
             .replace("{process_id}", &encode(process));
         let started = Instant::now();
         loop {
-            let body = self.call(self.http.get(&url), true).await?;
+            let body = self.call(self.transport.http.get(&url), true).await?;
             if let Some(done) = self.outcome(&body) {
                 return done;
             }

@@ -1,15 +1,12 @@
 //! The SuperOffice REST client: OAuth refresh, error classification, OData listing and
 //! entity reads and writes.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{id_text, EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
-use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{ApiError, Transport};
 use ferry_framework::sync::support::merge;
 use reqwest::Method;
 use serde_json::Value;
@@ -18,13 +15,10 @@ use super::Settings;
 
 /// Talks to one SuperOffice tenant.
 pub struct SuperOfficeClient {
-    http: reqwest::Client,
+    transport: Transport,
     settings: Settings,
     api: String,
     tokens: TokenSource,
-    budget: Arc<RateBudget>,
-    stats: Arc<ApiStats>,
-    max_retries: u32,
 }
 
 /// The OData list: which archive columns hold the id and the update time.
@@ -63,9 +57,8 @@ impl SuperOfficeClient {
         let settings = Settings::parse(&ctx.settings)?;
         Ok(Self {
             api: settings.api_url(),
-            http: ctx.http.clone(),
             tokens: TokenSource::new(
-                ctx.http.clone(),
+                &ctx.transport,
                 RefreshConfig::from_secrets(
                     settings.token_url(),
                     settings.client_id.clone(),
@@ -73,11 +66,8 @@ impl SuperOfficeClient {
                     &ctx.secrets,
                 ),
                 ctx.tokens,
-                ctx.stats.clone(),
             ),
-            budget: ctx.budget,
-            stats: ctx.stats,
-            max_retries: ctx.max_retries,
+            transport: ctx.transport,
             settings,
         })
     }
@@ -90,42 +80,44 @@ impl SuperOfficeClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Option<Value>, ApiError> {
-        with_retry(self.max_retries, method != Method::POST, || async {
-            let mut rejected: Option<String> = None;
-            loop {
-                let token = self.tokens.access_token(rejected.as_deref()).await?;
-                let mut req = self
-                    .http
-                    .request(method.clone(), format!("{}{path}", self.api))
-                    .bearer_auth(&token)
-                    .header("Accept", "application/json")
-                    .query(query);
-                if let Some(t) = &self.settings.app_token {
-                    req = req.header("SO-AppToken", t);
+        self.transport
+            .with_retry(method != Method::POST, || async {
+                let mut rejected: Option<String> = None;
+                loop {
+                    let token = self.tokens.access_token(rejected.as_deref()).await?;
+                    let mut req = self
+                        .transport
+                        .http
+                        .request(method.clone(), format!("{}{path}", self.api))
+                        .bearer_auth(&token)
+                        .header("Accept", "application/json")
+                        .query(query);
+                    if let Some(t) = &self.settings.app_token {
+                        req = req.header("SO-AppToken", t);
+                    }
+                    if let Some(b) = body {
+                        req = req.json(b);
+                    }
+                    let (status, wait, text) = self.transport.send(req).await?;
+                    if status == 401 && rejected.is_none() {
+                        rejected = Some(token);
+                        continue;
+                    }
+                    if status == 404 && method == Method::GET {
+                        return Ok(None);
+                    }
+                    if !(200..300).contains(&status) {
+                        return Err(ApiError::from_status(status, wait, error_message(&text)));
+                    }
+                    if text.trim().is_empty() {
+                        return Ok(Some(Value::Null));
+                    }
+                    return serde_json::from_str(&text).map(Some).map_err(|e| {
+                        ApiError::Malformed(format!("{method} {path}: invalid JSON: {e}"))
+                    });
                 }
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                let (status, wait, text) = send(&self.budget, &self.stats, req).await?;
-                if status == 401 && rejected.is_none() {
-                    rejected = Some(token);
-                    continue;
-                }
-                if status == 404 && method == Method::GET {
-                    return Ok(None);
-                }
-                if !(200..300).contains(&status) {
-                    return Err(ApiError::from_status(status, wait, error_message(&text)));
-                }
-                if text.trim().is_empty() {
-                    return Ok(Some(Value::Null));
-                }
-                return serde_json::from_str(&text).map(Some).map_err(|e| {
-                    ApiError::Malformed(format!("{method} {path}: invalid JSON: {e}"))
-                });
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn get_entity(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {

@@ -4,16 +4,13 @@
 //! connection; values always written all together, UUID first, in the element the
 //! definition names).
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
-use ferry_framework::http::rate::RateBudget;
-use ferry_framework::http::{send, with_retry, ApiError, ApiStats};
+use ferry_framework::http::{ApiError, Transport};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
@@ -56,12 +53,9 @@ impl Kind {
 
 /// Talks to one WorkflowMax organisation.
 pub struct WorkflowMaxClient {
-    http: reqwest::Client,
+    transport: Transport,
     settings: Settings,
     tokens: TokenSource,
-    budget: Arc<RateBudget>,
-    stats: Arc<ApiStats>,
-    max_retries: u32,
     definitions: OnceCell<Vec<Definition>>,
 }
 
@@ -137,7 +131,7 @@ impl WorkflowMaxClient {
         let settings = Settings::parse(&ctx.settings)?;
         Ok(Self {
             tokens: TokenSource::new(
-                ctx.http.clone(),
+                &ctx.transport,
                 RefreshConfig::from_secrets(
                     settings.token_url.clone(),
                     settings.client_id.clone(),
@@ -145,13 +139,9 @@ impl WorkflowMaxClient {
                     &ctx.secrets,
                 ),
                 ctx.tokens,
-                ctx.stats.clone(),
             ),
-            http: ctx.http,
+            transport: ctx.transport,
             settings,
-            budget: ctx.budget,
-            stats: ctx.stats,
-            max_retries: ctx.max_retries,
             definitions: OnceCell::new(),
         })
     }
@@ -165,43 +155,45 @@ impl WorkflowMaxClient {
         query: &[(&str, String)],
         body: Option<String>,
     ) -> Result<Map<String, Value>, ApiError> {
-        with_retry(self.max_retries, method != Method::POST, || async {
-            let mut rejected: Option<String> = None;
-            loop {
-                let token = self.tokens.access_token(rejected.as_deref()).await?;
-                let mut req = self
-                    .http
-                    .request(method.clone(), format!("{}{path}", self.settings.api_url))
-                    .bearer_auth(&token)
-                    .header("account_id", account_id(&token)?)
-                    .header("Accept", "application/xml")
-                    .query(query);
-                if let Some(b) = &body {
-                    req = req
-                        .header("Content-Type", "application/xml")
-                        .body(b.clone());
-                }
-                let (status, wait, text) = send(&self.budget, &self.stats, req).await?;
-                let result = if (200..300).contains(&status) {
-                    xml::response(&text)
-                } else {
-                    let message = match xml::response(&text) {
-                        Err(e) if !matches!(e, ApiError::Malformed(_)) => e.to_string(),
-                        _ => text.chars().take(300).collect(),
+        self.transport
+            .with_retry(method != Method::POST, || async {
+                let mut rejected: Option<String> = None;
+                loop {
+                    let token = self.tokens.access_token(rejected.as_deref()).await?;
+                    let mut req = self
+                        .transport
+                        .http
+                        .request(method.clone(), format!("{}{path}", self.settings.api_url))
+                        .bearer_auth(&token)
+                        .header("account_id", account_id(&token)?)
+                        .header("Accept", "application/xml")
+                        .query(query);
+                    if let Some(b) = &body {
+                        req = req
+                            .header("Content-Type", "application/xml")
+                            .body(b.clone());
+                    }
+                    let (status, wait, text) = self.transport.send(req).await?;
+                    let result = if (200..300).contains(&status) {
+                        xml::response(&text)
+                    } else {
+                        let message = match xml::response(&text) {
+                            Err(e) if !matches!(e, ApiError::Malformed(_)) => e.to_string(),
+                            _ => text.chars().take(300).collect(),
+                        };
+                        Err(ApiError::from_status(
+                            status,
+                            wait,
+                            format!("{method} {path}: {message}"),
+                        ))
                     };
-                    Err(ApiError::from_status(
-                        status,
-                        wait,
-                        format!("{method} {path}: {message}"),
-                    ))
-                };
-                match result {
-                    Err(ApiError::Auth(_)) if rejected.is_none() => rejected = Some(token),
-                    other => return other,
+                    match result {
+                        Err(ApiError::Auth(_)) if rejected.is_none() => rejected = Some(token),
+                        other => return other,
+                    }
                 }
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn definitions(&self) -> Result<&[Definition], ApiError> {

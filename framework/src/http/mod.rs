@@ -6,6 +6,7 @@ pub mod oauth;
 pub mod rate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -77,58 +78,67 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Runs `op`, retrying retryable failures up to `max_retries` times: Retry-After when the
-/// application gives one (capped at 60 s), else exponential backoff from 200 ms. A request
-/// that is not idempotent (a create) is retried only when rate limited, since a transient
-/// failure may come after the application already stored it.
-pub async fn with_retry<T, F, Fut>(
-    max_retries: u32,
-    idempotent: bool,
-    mut op: F,
-) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e)
-                if attempt < max_retries
-                    && (matches!(e, ApiError::RateLimited { .. })
-                        || (idempotent && e.is_retryable())) =>
-            {
-                let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(5)));
-                let wait = match &e {
-                    ApiError::RateLimited {
-                        retry_after: Some(d),
-                        ..
-                    } => (*d).min(Duration::from_secs(60)),
-                    _ => backoff,
-                };
-                tracing::debug!(error = %e, ?wait, attempt, "retrying API call");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+/// How a connector's client reaches its application: the HTTP client, the connection's call
+/// budget and call counter, and its retry limit. Held whole, so that every call of every
+/// connector goes through the same budget, count and retry policy.
+#[derive(Clone)]
+pub struct Transport {
+    pub http: reqwest::Client,
+    pub stats: Arc<ApiStats>,
+    /// The connection's call budget, shared by every job of it in this process.
+    pub budget: Arc<rate::RateBudget>,
+    pub max_retries: u32,
 }
 
-/// Sends one request within the connection's budget, counting it; returns the status,
-/// Retry-After and body for the connector to read in its application's terms.
-pub async fn send(
-    budget: &rate::RateBudget,
-    stats: &ApiStats,
-    req: reqwest::RequestBuilder,
-) -> Result<(u16, Option<Duration>, String), ApiError> {
-    let _permit = budget.acquire().await;
-    stats.record_call();
-    let resp = req.send().await.map_err(ApiError::from_transport)?;
-    let status = resp.status().as_u16();
-    let wait = retry_after(resp.headers());
-    let text = resp.text().await.map_err(ApiError::from_transport)?;
-    Ok((status, wait, text))
+impl Transport {
+    /// Runs `op`, retrying retryable failures up to `max_retries` times: Retry-After when the
+    /// application gives one (capped at 60 s), else exponential backoff from 200 ms. A request
+    /// that is not idempotent (a create) is retried only when rate limited, since a transient
+    /// failure may come after the application already stored it.
+    pub async fn with_retry<T, F, Fut>(&self, idempotent: bool, mut op: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e)
+                    if attempt < self.max_retries
+                        && (matches!(e, ApiError::RateLimited { .. })
+                            || (idempotent && e.is_retryable())) =>
+                {
+                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(5)));
+                    let wait = match &e {
+                        ApiError::RateLimited {
+                            retry_after: Some(d),
+                            ..
+                        } => (*d).min(Duration::from_secs(60)),
+                        _ => backoff,
+                    };
+                    tracing::debug!(error = %e, ?wait, attempt, "retrying API call");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one request within the connection's budget, counting it; returns the status,
+    /// Retry-After and body for the connector to read in its application's terms.
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, Option<Duration>, String), ApiError> {
+        let _permit = self.budget.acquire().await;
+        self.stats.record_call();
+        let resp = req.send().await.map_err(ApiError::from_transport)?;
+        let status = resp.status().as_u16();
+        let wait = retry_after(resp.headers());
+        let text = resp.text().await.map_err(ApiError::from_transport)?;
+        Ok((status, wait, text))
+    }
 }
 
 /// Counts API calls so runs can report and tests can assert their cost.

@@ -10,7 +10,7 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::http::{ApiError, ApiStats, TokenStore, Tokens};
+use crate::http::{ApiError, ApiStats, TokenStore, Tokens, Transport};
 
 /// Where and how to refresh.
 #[derive(Debug, Clone)]
@@ -64,17 +64,13 @@ fn usable(t: &Tokens) -> Option<&String> {
 }
 
 impl TokenSource {
-    pub fn new(
-        http: reqwest::Client,
-        config: RefreshConfig,
-        tokens: TokenStore,
-        stats: Arc<ApiStats>,
-    ) -> TokenSource {
+    /// Refreshes go out on `transport`'s client and are counted with its calls.
+    pub fn new(transport: &Transport, config: RefreshConfig, tokens: TokenStore) -> TokenSource {
         TokenSource {
-            http,
+            http: transport.http.clone(),
             config,
             tokens,
-            stats,
+            stats: transport.stats.clone(),
             current: Mutex::new(None),
         }
     }

@@ -18,7 +18,7 @@ use crate::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
 use crate::connector::{self, ConnectionContext, Connector};
 use crate::entity::{Entity, EntityDef, ExternalClient, RouteFn};
 use crate::http::rate::RateBudget;
-use crate::http::{ApiStats, TokenStore};
+use crate::http::{ApiStats, TokenStore, Transport};
 use crate::hub::HubModel;
 use crate::input_error;
 use crate::mapping::Mapping;
@@ -433,14 +433,16 @@ impl Engine {
             settings: p.config.settings.clone(),
             secrets: p.secrets.clone(),
             tokens: TokenStore::new(self.store.clone(), self.cipher.clone(), p.connection_id),
-            http,
-            stats,
-            budget: RateBudget::shared(
-                &self.store.url,
-                p.connection_id,
-                p.connector.rate_limits().overlay(p.config.rate_limit),
-            ),
-            max_retries: self.settings.sync.max_retries,
+            transport: Transport {
+                http,
+                stats,
+                budget: RateBudget::shared(
+                    &self.store.url,
+                    p.connection_id,
+                    p.connector.rate_limits().overlay(p.config.rate_limit),
+                ),
+                max_retries: self.settings.sync.max_retries,
+            },
         })
     }
 }
