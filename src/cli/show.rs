@@ -204,6 +204,22 @@ pub struct IdmapsArgs {
 const IDMAP_PAGE: usize = 1000;
 
 pub fn idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
+    match write_idmaps(settings, args) {
+        // Read by `head` or a pager that quit: what was wanted was written.
+        Err(e) if broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        other => other,
+    }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    let kind = match e.downcast_ref::<serde_json::Error>() {
+        Some(json) => json.io_error_kind(),
+        None => e.downcast_ref::<std::io::Error>().map(std::io::Error::kind),
+    };
+    kind == Some(std::io::ErrorKind::BrokenPipe)
+}
+
+fn write_idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
     let store = open(settings)?;
     let id = org_id(&store, &args.org)?;
     let conns = store.connections_of(id)?;
