@@ -55,6 +55,8 @@ pub(super) fn write_floor(
                 match_key: engine.hub.match_key(&h.entity, &h.data),
                 uid: h.uid,
                 create: true,
+                read_seq: None,
+                field_times: h.field_times,
                 entity: h.entity,
                 data: StoredData::of(&h.data),
                 updated_at: h.updated_at,

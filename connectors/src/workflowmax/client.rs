@@ -377,6 +377,47 @@ impl WorkflowMaxClient {
         }
     }
 
+    /// An update that names a Client only keeps a contact where it is: BlueRock's
+    /// `PUT client.api/contact/{uuid}` (`Update_ClientContact` in
+    /// `specs/workflowmax/workflowmax_api.yaml`) has no Client, and no operation moves a
+    /// contact to another client. A move is refused with a clear error, so the record's
+    /// move stays in the hub and at its source instead of being undone.
+    async fn refuse_move(&self, contact: &str, client: &str) -> Result<(), ApiError> {
+        let holds = self.get_client(client).await?.is_some_and(|c| {
+            c.get("Contacts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|ct| text(ct.get("UUID")).as_deref() == Some(contact))
+        });
+        if holds {
+            return Ok(());
+        }
+        Err(ApiError::Permanent(format!(
+            "WorkflowMax cannot move a contact to another client (its API has no such \
+             operation): contact {contact} stays under its client, not {client}"
+        )))
+    }
+
+    /// WorkflowMax keeps one `Name`: an update that changes only the first or only the last
+    /// name takes the other part from the contact as it is now.
+    async fn complete_name(&self, id: &str, body: &mut Map<String, Value>) -> Result<(), ApiError> {
+        if body.contains_key("FirstName") == body.contains_key("LastName") {
+            return Ok(());
+        }
+        let mut r = self
+            .call(Method::GET, &format!("client.api/contact/{id}"), &[], None)
+            .await?;
+        let mut now = object(r.remove("Contact").unwrap_or(Value::Null), "Contact")?;
+        split_name(&mut now);
+        for part in ["FirstName", "LastName"] {
+            if !body.contains_key(part) {
+                body.insert(part.into(), now.remove(part).unwrap_or(Value::Null));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a record's mapped fields (all but custom fields) and then its custom fields.
     async fn write(
         &self,
@@ -410,20 +451,28 @@ impl WorkflowMaxClient {
                 object(r.remove("Client").unwrap_or(Value::Null), "Client")?
             }
             (Kind::Contact, id) => {
-                let client = body
-                    .get("Client")
+                let named = body
+                    .remove("Client")
                     .and_then(|c| text(c.get("UUID")))
-                    .ok_or_else(|| {
-                        ApiError::Permanent("a Contact needs its Client's UUID".into())
-                    })?;
-                join_name(&mut body);
-                let (method, path) = match id {
-                    None => (Method::POST, "client.api/contact".to_string()),
+                    .filter(|c| !c.is_empty());
+                let (method, path, client) = match id {
+                    None => {
+                        let client = named.ok_or_else(|| {
+                            ApiError::Permanent("a Contact needs its Client's UUID".into())
+                        })?;
+                        let path = "client.api/contact".to_string();
+                        body.insert("Client".into(), json!({ "UUID": client }));
+                        (Method::POST, path, Some(client))
+                    }
                     Some(id) => {
-                        body.remove("Client");
-                        (Method::PUT, format!("client.api/contact/{id}"))
+                        if let Some(to) = &named {
+                            self.refuse_move(id, to).await?;
+                        }
+                        self.complete_name(id, &mut body).await?;
+                        (Method::PUT, format!("client.api/contact/{id}"), named)
                     }
                 };
+                join_name(&mut body);
                 let doc = xml::document("Contact", &Value::Object(body), ORDER);
                 let mut r = self.call(method, &path, &[], Some(doc)).await?;
                 let mut c = match r.remove("Contact") {
@@ -434,7 +483,7 @@ impl WorkflowMaxClient {
                 if let (None, Some(new)) = (c.get("UUID"), r.remove("ID").or(r.remove("UUID"))) {
                     c.insert("UUID".into(), new);
                 }
-                match Self::contact_record(c, Some(client)) {
+                match Self::contact_record(c, client) {
                     Value::Object(m) => m,
                     _ => Map::new(),
                 }

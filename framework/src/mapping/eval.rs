@@ -42,6 +42,18 @@ impl fmt::Display for MapError {
 
 impl std::error::Error for MapError {}
 
+/// A hub field a mapping carries (see [`Mapping::hub_fields`]).
+#[derive(Debug, Clone)]
+pub struct MappedField {
+    /// The path as written in the mapping: the field's name in bases and conflicts.
+    pub name: String,
+    pub path: super::Path,
+    /// Read from the application into the hub.
+    pub inbound: bool,
+    /// Written from the hub to the application.
+    pub outbound: bool,
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Dir {
     ToHub,
@@ -78,6 +90,56 @@ impl Mapping {
     /// Like [`Mapping::to_external`] for a record about to be created in the application.
     pub fn to_external_new(&self, hub: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
         apply(&self.rules, hub, refs, Dir::ToExternal, true)
+    }
+
+    /// Maps only the rules whose hub field (a [`Mapping::hub_fields`] name) is in `fields`:
+    /// an update that changes what changed in the hub and leaves every other value of the
+    /// application's record as its users left it, even where a rule is not invertible (a
+    /// lowercased e-mail is not written back over the application's mixed-case one).
+    pub fn to_external_fields(
+        &self,
+        hub: &Value,
+        refs: &dyn RefResolver,
+        fields: &std::collections::BTreeSet<String>,
+    ) -> Result<Value, MapError> {
+        let rules: Vec<Rule> = self
+            .rules
+            .iter()
+            .filter(|r| {
+                r.hub
+                    .as_ref()
+                    .is_some_and(|h| fields.contains(&h.to_string()))
+            })
+            .cloned()
+            .collect();
+        apply(&rules, hub, refs, Dir::ToExternal, false)
+    }
+
+    /// The hub fields this mapping carries after a record exists (creation-only rules
+    /// left out), by path (`email`, `address.city`, `lines`), with whether each is read
+    /// from the application (`inbound`) and written to it (`outbound`): the fields a
+    /// three-way merge compares.
+    pub fn hub_fields(&self) -> Vec<MappedField> {
+        let mut out: Vec<MappedField> = Vec::new();
+        for r in self.rules.iter().filter(|r| !r.create_only) {
+            let Some(path) = &r.hub else { continue };
+            let name = path.to_string();
+            let inbound = r.to_hub_dir && (r.external.is_some() || r.to_hub.is_some());
+            let outbound = r.to_external_dir && r.external.is_some();
+            match out.iter_mut().find(|f| f.name == name) {
+                Some(f) => {
+                    f.inbound |= inbound;
+                    f.outbound |= outbound;
+                }
+                None => out.push(MappedField {
+                    path: path.clone(),
+                    name,
+                    inbound,
+                    outbound,
+                }),
+            }
+        }
+        out
     }
 
     /// External ids referenced by an external record, as `(hub entity, external id)`, so they

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::hub::{FieldType, HubField, HubModel};
 use crate::input_error;
-pub use eval::{MapError, RefResolver};
+pub use eval::{MapError, MappedField, RefResolver};
 pub use keyed::ItemIds;
 use model::{MappingFile, RuleDirection, RuleFile, TransformSpec};
 use path::Path;

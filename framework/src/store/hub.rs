@@ -10,6 +10,13 @@ use sha2::{Digest, Sha256};
 use super::schema::{hub_records, organizations};
 use super::{insert_many, AnyConnection, Store};
 
+/// When each hub field was last edited (field name → time), as its source reported it.
+pub type FieldTimes = std::collections::BTreeMap<String, DateTime<Utc>>;
+
+fn times_text(t: &FieldTimes) -> Option<String> {
+    (!t.is_empty()).then(|| serde_json::to_string(t).unwrap_or_default())
+}
+
 /// One hub record as the engine sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HubRecord {
@@ -19,6 +26,8 @@ pub struct HubRecord {
     pub seq: i64,
     pub updated_at: DateTime<Utc>,
     pub origin_connection_id: Option<i64>,
+    /// When each field was last edited, as the source that brought the edit reported it.
+    pub field_times: FieldTimes,
 }
 
 #[derive(Queryable, Selectable)]
@@ -30,6 +39,7 @@ struct Row {
     seq: i64,
     updated_at: NaiveDateTime,
     origin_connection_id: Option<i64>,
+    field_times: Option<String>,
 }
 
 impl Row {
@@ -42,6 +52,11 @@ impl Row {
             seq: self.seq,
             updated_at: self.updated_at.and_utc(),
             origin_connection_id: self.origin_connection_id,
+            field_times: self
+                .field_times
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default(),
         })
     }
 }
@@ -51,6 +66,12 @@ impl Row {
 pub struct HubWrite {
     pub uid: String,
     pub create: bool,
+    /// For an update: the record's `seq` as read (its version). The write fails with
+    /// [`StaleHubRecord`] when the record changed since: a stale read would overwrite
+    /// fields another writer committed in between.
+    pub read_seq: Option<i64>,
+    /// The record's per-field edit times after the write.
+    pub field_times: FieldTimes,
     pub entity: String,
     pub data: StoredData,
     pub match_key: Option<String>,
@@ -101,7 +122,22 @@ fn rows(v: Vec<Row>) -> Result<Vec<HubRecord>> {
     v.into_iter().map(Row::into_record).collect()
 }
 
+/// A hub record changed between a writer's read and its write: the write is refused, so
+/// no writer ever overwrites fields another committed in between (the caller re-reads).
+#[derive(Debug, thiserror::Error)]
+#[error("hub record {0} changed while it was being merged; it is merged again on the next read")]
+pub struct StaleHubRecord(pub String);
+
 impl Store {
+    /// Takes the organization's hub lock in the caller's transaction: the hub rows read
+    /// after it cannot change before the transaction ends (every hub write takes it).
+    pub fn lock_hub(c: &mut AnyConnection, org_id: i64) -> Result<()> {
+        diesel::update(organizations::table.find(org_id))
+            .set(organizations::hub_seq.eq(organizations::hub_seq))
+            .execute(c)?;
+        Ok(())
+    }
+
     /// Writes a batch in the caller's transaction. Sequence numbers are taken in one UPDATE
     /// of the organization row, which also serializes concurrent writers of one hub.
     /// Returns the uid and seq of each write, in order.
@@ -124,6 +160,7 @@ impl Store {
             let seq = last - n + 1 + i as i64;
             let (data, hash) = (&w.data.text, &w.data.hash);
             let at = w.updated_at.naive_utc();
+            let times = times_text(&w.field_times);
             if w.create {
                 created.push((
                     hub_records::organization_id.eq(org_id),
@@ -135,12 +172,14 @@ impl Store {
                     hub_records::match_key.eq(&w.match_key),
                     hub_records::updated_at.eq(at),
                     hub_records::origin_connection_id.eq(w.origin_connection_id),
+                    hub_records::field_times.eq(times),
                 ));
             } else {
-                diesel::update(
+                let n = diesel::update(
                     hub_records::table
                         .filter(hub_records::organization_id.eq(org_id))
-                        .filter(hub_records::uid.eq(&w.uid)),
+                        .filter(hub_records::uid.eq(&w.uid))
+                        .filter(hub_records::seq.eq(w.read_seq.unwrap_or(-1))),
                 )
                 .set((
                     hub_records::data.eq(data),
@@ -149,8 +188,12 @@ impl Store {
                     hub_records::match_key.eq(&w.match_key),
                     hub_records::updated_at.eq(at),
                     hub_records::origin_connection_id.eq(w.origin_connection_id),
+                    hub_records::field_times.eq(times),
                 ))
                 .execute(c)?;
+                if n == 0 {
+                    return Err(anyhow::Error::new(StaleHubRecord(w.uid.clone())));
+                }
             }
             out.push((w.uid.clone(), seq));
         }
@@ -293,13 +336,21 @@ impl Store {
                 ));
             }
         }
+        let at = updated_at.unwrap_or_else(Utc::now);
+        let current = match uid {
+            Some(u) => self.hub_get(org_id, u)?,
+            None => None,
+        };
+        let field_times = edited_fields(current.as_ref(), &data, at);
         let w = HubWrite {
             uid: uid.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string),
             create: uid.is_none(),
+            read_seq: current.as_ref().map(|h| h.seq),
+            field_times,
             entity: entity.to_string(),
             match_key: model.match_key(entity, &data),
             data: StoredData::of(&data),
-            updated_at: updated_at.unwrap_or_else(Utc::now),
+            updated_at: at,
             origin_connection_id: None,
         };
         let mut c = self.conn()?;
@@ -312,4 +363,17 @@ impl Store {
         let mut c = self.conn()?;
         Ok(Self::hub_get_many(&mut c, org_id, &[uid.to_string()])?.pop())
     }
+}
+
+/// A record's field times after `data` replaces `current`: the fields whose values changed
+/// were edited at `at`, the others keep theirs.
+fn edited_fields(current: Option<&HubRecord>, data: &Value, at: DateTime<Utc>) -> FieldTimes {
+    let mut times = current.map(|h| h.field_times.clone()).unwrap_or_default();
+    let old = current.map(|h| &h.data);
+    for (k, v) in data.as_object().into_iter().flatten() {
+        if old.and_then(|o| o.get(k)) != Some(v) {
+            times.insert(k.clone(), at);
+        }
+    }
+    times
 }

@@ -51,6 +51,10 @@ pub struct IdMap {
     pub retry_to: Option<String>,
     pub metadata: Option<String>,
     pub updated_at: NaiveDateTime,
+    /// The base of the three-way merge: the mapped fields (hub-shaped, by field name) as
+    /// the hub and this application last agreed, as a JSON object. `None` for a record
+    /// linked before bases existed, until its first settle.
+    pub base: Option<String>,
 }
 
 impl IdMap {
@@ -75,6 +79,7 @@ impl IdMap {
             retry_to: None,
             metadata: None,
             updated_at: super::orgs::now(),
+            base: None,
         }
     }
 
@@ -137,6 +142,7 @@ macro_rules! idmap_row {
             id_maps::retry_to.eq(&$m.retry_to),
             id_maps::metadata.eq(&$m.metadata),
             id_maps::updated_at.eq($m.updated_at),
+            id_maps::base.eq(&$m.base),
         )
     };
 }

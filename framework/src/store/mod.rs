@@ -2,6 +2,7 @@
 //! URL), through one diesel `MultiConnection`. Each submodule is one table family's repository.
 
 pub mod apikeys;
+pub mod conflicts;
 pub mod hub;
 pub mod idmaps;
 pub mod jobs;

@@ -49,6 +49,7 @@ diesel::table! {
         deleted_at -> Nullable<Timestamp>,
         origin_connection_id -> Nullable<BigInt>,
         content_hash -> Nullable<Text>,
+        field_times -> Nullable<Text>,
     }
 }
 
@@ -72,6 +73,7 @@ diesel::table! {
         retry_to -> Nullable<Text>,
         metadata -> Nullable<Text>,
         updated_at -> Timestamp,
+        base -> Nullable<Text>,
     }
 }
 
@@ -111,7 +113,26 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     webhook_events,
     api_keys,
+    conflicts,
 );
+
+diesel::table! {
+    conflicts (id) {
+        id -> BigInt,
+        connection_id -> BigInt,
+        id_map_id -> BigInt,
+        hub_entity -> Text,
+        hub_id -> Text,
+        external_id -> Text,
+        field -> Text,
+        hub_value -> Text,
+        external_value -> Text,
+        hub_time -> Nullable<Timestamp>,
+        external_time -> Nullable<Timestamp>,
+        winner -> Text,
+        created_at -> Timestamp,
+    }
+}
 
 diesel::table! {
     jobs (id) {

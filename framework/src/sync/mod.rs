@@ -1,10 +1,12 @@
 //! The sync engine: runs one connection's selected entities, external changes into the hub
 //! first, then hub changes out, under a connection lease, recording a run in the ledger.
 
+pub mod merge;
 mod pipeline;
 mod premap;
 mod pull;
 mod push;
+mod settle;
 pub mod support;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,9 @@ pub struct Counts {
     pub deferred: u64,
     pub conflicts: u64,
     pub errors: u64,
+    /// New records whose match key more than one record holds: kept apart, not merged.
+    #[serde(default)]
+    pub ambiguous: u64,
 }
 
 impl Counts {
@@ -316,6 +321,7 @@ impl Engine {
             ),
         };
         let stats = Arc::new(ApiStats::default());
+        let started = chrono::Utc::now();
         let ctx = self.context(p, stats.clone())?;
         let mut reports: Vec<EntityReport> = selected
             .iter()
@@ -364,6 +370,7 @@ impl Engine {
                                 counts: &mut report.counts,
                                 plan: Vec::new(),
                                 progress,
+                                started,
                             })
                             .collect();
                         let errors = match half {
@@ -516,6 +523,9 @@ pub(crate) struct EntitySync<'a> {
     counts: &'a mut Counts,
     plan: Vec<String>,
     progress: &'a Progress<'a>,
+    /// When the run started: the edit time of changes from applications that report none
+    /// (when Ferry first saw them).
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 impl EntitySync<'_> {

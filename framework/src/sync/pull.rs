@@ -10,14 +10,11 @@ use chrono::{Duration, NaiveDateTime, Utc};
 use diesel::Connection;
 use serde_json::Value;
 
-use super::pipeline::{in_transaction, Batch, Prefetch, BATCH_PAGES};
-use super::premap::{prepare_page, to_hub, Part, Prepared, PreparedPage, Ready};
-use super::support::{content_hash, merge, PageRefs};
+use super::pipeline::{Batch, Prefetch, BATCH_PAGES};
+use super::premap::{prepare_page, Part, PreparedPage};
 use super::EntitySync;
-use crate::config::ConflictPolicy;
 use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::mapping::MapError;
-use crate::store::hub::{HubRecord, HubWrite, StoredData};
 use crate::store::idmaps::{retry, state, IdMap};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
@@ -268,256 +265,8 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
 }
 
 impl EntitySync<'_> {
-    fn pull_page(
-        &mut self,
-        c: &mut AnyConnection,
-        page: Prepared,
-        parents: &HashMap<String, String>,
-        checkpoint: Option<(&mut Cursor, Option<NaiveDateTime>)>,
-    ) -> Result<()> {
-        let cid = self.p.connection_id;
-        let (hub_entity, ext_entity) = (self.def.hub_entity, self.def.external_entity);
-        let Prepared {
-            listed,
-            good,
-            bad,
-            unreadable,
-        } = page;
-        self.counts.fetched += listed as u64;
-        for error in unreadable {
-            self.counts.errors += 1;
-            tracing::warn!(entity = ext_entity, %error, "unreadable record skipped");
-        }
-        let mut ids: Vec<String> = good.iter().map(|g| g.id.clone()).collect();
-        ids.extend(bad.iter().map(|(id, _)| id.clone()));
-        let mut maps = Store::idmaps_by_external(c, cid, ext_entity, &ids)?;
-        let wanted = good.iter().flat_map(|g| g.refs.iter().cloned()).collect();
-        let mut refs = PageRefs::load(c, cid, wanted, true)?;
-        let linked: Vec<String> = maps.values().filter_map(|m| m.hub_id.clone()).collect();
-        let hubs: HashMap<String, HubRecord> = Store::hub_get_many(c, self.p.org_id, &linked)?
-            .into_iter()
-            .map(|h| (h.uid.clone(), h))
-            .collect();
-
-        let mut out_maps: Vec<IdMap> = Vec::new();
-        for (id, error) in bad {
-            self.counts.errors += 1;
-            let mut m = maps
-                .remove(&id)
-                .unwrap_or_else(|| self.new_map_for_external(&id));
-            fail(&mut m, retry::HUB, error);
-            out_maps.push(m);
-        }
-
-        // Map everything first, so first-sync matching can look all keys up at once.
-        let mut mapped = Vec::new();
-        for Ready {
-            id,
-            record: r,
-            mapped: ahead,
-            created,
-            ..
-        } in good
-        {
-            let mut m = maps
-                .remove(&id)
-                .unwrap_or_else(|| self.new_map_for_external(&id));
-            m.name = self.client.display_name(self.def, &r).or(m.name);
-            let moved = match parents.get(&id) {
-                Some(pid) if m.parent().as_ref() != Some(pid) => {
-                    m.set_parent(pid);
-                    true
-                }
-                _ => false,
-            };
-            let updated = self.client.updated_at(self.def, &r);
-            if !m.to_hub || m.state == state::INACTIVE {
-                self.counts.skipped += 1;
-                continue;
-            }
-            if let (Some(limit), None, Some(u)) =
-                (self.p.org.date_filtering_limit, &m.hub_id, updated)
-            {
-                if u < limit {
-                    self.counts.skipped += 1;
-                    continue;
-                }
-            }
-            match ahead.unwrap_or_else(|| to_hub(self.mapping, &r, &refs)) {
-                Ok((mut v, hp)) => {
-                    self.key_items(&mut m, &r, &mut v);
-                    mapped.push((m, v, hp, updated, moved, r, created))
-                }
-                Err(e) => {
-                    self.map_failed(&mut m, retry::HUB, &e);
-                    out_maps.push(m);
-                }
-            }
-        }
-        let keys: Vec<String> = mapped
-            .iter()
-            .filter(|(m, ..)| m.hub_id.is_none())
-            .filter_map(|(_, v, ..)| self.engine.hub.match_key(hub_entity, v))
-            .collect();
-        let mut candidates: HashMap<String, HubRecord> = HashMap::new();
-        let found = Store::hub_by_match_keys(c, self.p.org_id, hub_entity, &keys)?;
-        let found_ids: Vec<String> = found.iter().map(|(_, h)| h.uid.clone()).collect();
-        // A hub record whose create was interrupted is still free: the record that create
-        // left in the application is adopted (with that pending id map) instead of becoming
-        // a second hub record.
-        let (mut pending, taken): (HashMap<String, IdMap>, HashMap<String, IdMap>) =
-            Store::idmaps_by_hub(c, cid, hub_entity, ext_entity, &found_ids)?
-                .into_iter()
-                .partition(|(_, m)| m.state == state::PENDING_CREATE && m.external_id.is_none());
-        for (k, h) in found {
-            if !taken.contains_key(&h.uid) {
-                candidates.entry(k).or_insert(h);
-            }
-        }
-
-        let mut writes: Vec<HubWrite> = Vec::new();
-        let mut claimed: HashSet<String> = HashSet::new();
-        for (mut m, v, hp, updated, moved, r, created) in mapped {
-            let ext_id = m.external_id.clone().unwrap_or_default();
-            if m.hub_id.is_some() && m.ext_hash.as_deref() == Some(hp.as_str()) {
-                self.counts.skipped += 1;
-                if m.retry_to.is_some() || m.last_error.is_some() || moved {
-                    m.retry_to = None;
-                    m.last_error = None;
-                    out_maps.push(m);
-                }
-                continue;
-            }
-            // Matched to a hub record on first sight (match_on, a singleton): the hub may hold
-            // values the application lacks, so the push half compares instead of skipping.
-            let matched = m.hub_id.is_none();
-            let existing = match &m.hub_id {
-                Some(uid) => hubs.get(uid).cloned(),
-                None => {
-                    let found = self
-                        .engine
-                        .hub
-                        .match_key(hub_entity, &v)
-                        .and_then(|k| candidates.get(&k))
-                        .filter(|h| !claimed.contains(&h.uid))
-                        .cloned();
-                    if let Some(p) = found.as_ref().and_then(|h| pending.remove(&h.uid)) {
-                        m.id = p.id;
-                        m.hub_hash = p.hub_hash;
-                    }
-                    found
-                }
-            };
-            let label = format!("{hub_entity} from {ext_entity} {ext_id}");
-            let (uid, data, create) = match existing {
-                Some(h) => {
-                    let hub_changed = m
-                        .hub_hash
-                        .as_ref()
-                        .is_some_and(|hh| *hh != content_hash(&h.data));
-                    if hub_changed {
-                        self.counts.conflicts += 1;
-                        let external_wins = match self.sel.conflict {
-                            ConflictPolicy::Hub => false,
-                            ConflictPolicy::External => true,
-                            ConflictPolicy::Newest => updated.is_none_or(|u| u >= h.updated_at),
-                        };
-                        self.note(|| {
-                            format!(
-                                "conflict on {label}: {} wins",
-                                if external_wins {
-                                    "the application"
-                                } else {
-                                    "the hub"
-                                }
-                            )
-                        });
-                        if !external_wins {
-                            // The push half sends the hub's version out.
-                            continue;
-                        }
-                    }
-                    let merged = merge(&h.data, &v);
-                    if merged == h.data {
-                        self.counts.skipped += 1;
-                        m.hub_id = Some(h.uid.clone());
-                        self.linked(&mut m, hp, content_hash(&merged));
-                        if matched {
-                            m.hub_hash = None;
-                        }
-                        claimed.insert(h.uid.clone());
-                        refs.add(hub_entity, &ext_id, &h.uid);
-                        out_maps.push(m);
-                        continue;
-                    }
-                    (h.uid, merged, false)
-                }
-                None => {
-                    // Creation-only rules (a source stamp) apply to a new hub record.
-                    let v = match self.mapping.has_create_rules() {
-                        true => match created.unwrap_or_else(|| self.mapping.to_hub_new(&r, &refs))
-                        {
-                            Ok(mut new) => {
-                                self.key_items(&mut m, &r, &mut new);
-                                new
-                            }
-                            Err(_) => v,
-                        },
-                        false => v,
-                    };
-                    (uuid::Uuid::now_v7().to_string(), v, true)
-                }
-            };
-            if let Err(e) = self.engine.hub.validate(hub_entity, &label, &data) {
-                self.counts.errors += 1;
-                fail(&mut m, retry::HUB, format!("{e:#}"));
-                out_maps.push(m);
-                continue;
-            }
-            if create {
-                self.counts.created_in_hub += 1;
-                self.note(|| format!("hub: create {label}"));
-            } else {
-                self.counts.updated_in_hub += 1;
-                self.note(|| format!("hub: update {label}"));
-            }
-            let stored = StoredData::of(&data);
-            m.hub_id = Some(uid.clone());
-            m.last_push_to_hub = Some(now());
-            self.linked(&mut m, hp, stored.hash().to_string());
-            if matched && !create {
-                m.hub_hash = None;
-            }
-            claimed.insert(uid.clone());
-            refs.add(hub_entity, &ext_id, &uid);
-            writes.push(HubWrite {
-                uid,
-                create,
-                entity: hub_entity.to_string(),
-                match_key: self.engine.hub.match_key(hub_entity, &data),
-                data: stored,
-                updated_at: Utc::now(),
-                origin_connection_id: Some(cid),
-            });
-            out_maps.push(m);
-        }
-
-        if self.opts.dry_run {
-            return Ok(());
-        }
-        in_transaction(c, |c| {
-            Store::hub_write(c, self.p.org_id, &writes)?;
-            Store::save_idmaps(c, &out_maps)?;
-            if let Some((cur, seen)) = checkpoint {
-                cur.watermark = cur.watermark.max(seen);
-                Store::save_cursor(c, cur)?;
-            }
-            self.renew(c)
-        })
-    }
-
     /// Gives keyed list items their hub ids, recording the pairs on the id map.
-    fn key_items(&self, m: &mut IdMap, external: &Value, hub: &mut Value) {
+    pub(super) fn key_items(&self, m: &mut IdMap, external: &Value, hub: &mut Value) {
         if self.mapping.has_keyed_lists() {
             let mut ids = m.item_ids();
             self.mapping.key_hub_items(external, hub, &mut ids);
@@ -525,7 +274,7 @@ impl EntitySync<'_> {
         }
     }
 
-    fn new_map_for_external(&self, id: &str) -> IdMap {
+    pub(super) fn new_map_for_external(&self, id: &str) -> IdMap {
         let mut m = IdMap::new(
             self.p.connection_id,
             self.def.hub_entity,
@@ -569,7 +318,7 @@ impl EntitySync<'_> {
         }
     }
 
-    fn linked(&self, m: &mut IdMap, ext_hash: String, hub_hash: String) {
+    pub(super) fn linked(&self, m: &mut IdMap, ext_hash: String, hub_hash: String) {
         m.state = state::LINKED.into();
         m.ext_hash = Some(ext_hash);
         m.hub_hash = Some(hub_hash);

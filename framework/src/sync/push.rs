@@ -8,6 +8,9 @@ use diesel::Connection;
 use serde_json::Value;
 
 use super::pull::fail;
+use std::collections::BTreeSet;
+
+use super::merge::{self, FieldSet, Fields};
 use super::support::{content_hash, external_fingerprint, PageRefs};
 use super::EntitySync;
 use crate::http::ApiError;
@@ -27,6 +30,8 @@ struct Work {
     map: IdMap,
     payload: Value,
     action: Action,
+    /// For an update from a base: the fields it changes.
+    changed: Option<BTreeSet<String>>,
 }
 
 impl EntitySync<'_> {
@@ -119,6 +124,7 @@ impl EntitySync<'_> {
             .flat_map(|r| self.mapping.hub_refs(&r.data))
             .collect();
         let mut refs = PageRefs::load(&mut c, cid, wanted, false)?;
+        let fields = FieldSet::of(self.mapping);
 
         let mut done: Vec<IdMap> = Vec::new();
         let mut work: Vec<Work> = Vec::new();
@@ -154,37 +160,21 @@ impl EntitySync<'_> {
             if m.name.is_none() {
                 m.name = display(&rec.data);
             }
-            let mapped = if m.external_id.is_none() {
-                self.mapping.to_external_new(&rec.data, &refs)
-            } else {
-                self.mapping.to_external(&rec.data, &refs)
+            let Some((payload, changed)) = self.payload(&mut m, &rec, &fields, &refs) else {
+                done.push(m);
+                continue;
             };
-            let payload = match mapped {
-                Ok(mut p) => {
-                    self.mapping
-                        .key_external_items(&rec.data, &mut p, &m.item_ids());
-                    p
-                }
-                Err(e) => {
-                    self.map_failed(&mut m, retry::EXTERNAL, &e);
+            let action = match m.external_id.clone() {
+                Some(_) if changed.as_ref().is_some_and(|c| c.is_empty()) || !caps.update => {
+                    // The application already holds this content.
+                    self.counts.skipped += 1;
+                    m.hub_hash = Some(h);
+                    m.retry_to = None;
+                    m.last_error = None;
                     done.push(m);
                     continue;
                 }
-            };
-            let action = match m.external_id.clone() {
-                Some(id) => {
-                    let wanted = external_fingerprint(self.mapping, &payload, &refs);
-                    if !caps.update || m.ext_hash.as_deref() == Some(wanted.as_str()) {
-                        // The application already holds this content.
-                        self.counts.skipped += 1;
-                        m.hub_hash = Some(h);
-                        m.retry_to = None;
-                        m.last_error = None;
-                        done.push(m);
-                        continue;
-                    }
-                    Action::Update(id)
-                }
+                Some(id) => Action::Update(id),
                 None if caps.create => Action::Create {
                     recovering: m.state == state::PENDING_CREATE,
                 },
@@ -198,6 +188,7 @@ impl EntitySync<'_> {
                 map: m,
                 payload,
                 action,
+                changed,
             });
         }
 
@@ -273,6 +264,7 @@ impl EntitySync<'_> {
                     }
                     w.map.external_id = Some(ext_id);
                     w.map.ext_hash = Some(external_fingerprint(self.mapping, &stored, &refs));
+                    w.map.base = Some(merge::base_to_text(&agreed(&w, &fields)));
                     w.map.hub_hash = Some(h);
                     w.map.state = state::LINKED.into();
                     w.map.retry_to = None;
@@ -311,6 +303,53 @@ impl EntitySync<'_> {
         })
     }
 
+    /// What to send for a record: everything for a create; for an update, the fields that
+    /// changed in the hub since the base (`Some` set, empty when none did), or for a record
+    /// linked before bases existed, every mapped field unless the application already
+    /// holds them (`None`). A record that cannot be mapped yet is marked and left out.
+    fn payload(
+        &mut self,
+        m: &mut IdMap,
+        rec: &HubRecord,
+        fields: &FieldSet,
+        refs: &PageRefs,
+    ) -> Option<(Value, Option<BTreeSet<String>>)> {
+        let base = merge::base_from_text(m.base.as_deref());
+        let (mapped, changed) = match (&m.external_id, base) {
+            (None, _) => (self.mapping.to_external_new(&rec.data, refs), None),
+            (Some(_), Some(base)) => {
+                let hub = fields.project(&rec.data, false);
+                let changed = merge::hub_changes(&hub, &base, &fields.outbound);
+                // An application Ferry cannot read (an outbound actionflow) takes whole
+                // records: nothing there is anyone's edit to keep.
+                let p = match self.def.capabilities.read {
+                    true => self.mapping.to_external_fields(&rec.data, refs, &changed),
+                    false => self.mapping.to_external(&rec.data, refs),
+                };
+                (p, Some(changed))
+            }
+            (Some(_), None) => {
+                let p = self.mapping.to_external(&rec.data, refs);
+                let held = p.as_ref().is_ok_and(|p| {
+                    m.ext_hash.as_deref()
+                        == Some(external_fingerprint(self.mapping, p, refs).as_str())
+                });
+                (p, held.then(BTreeSet::new))
+            }
+        };
+        match mapped {
+            Ok(mut p) => {
+                self.mapping
+                    .key_external_items(&rec.data, &mut p, &m.item_ids());
+                Some((p, changed))
+            }
+            Err(e) => {
+                self.map_failed(m, retry::EXTERNAL, &e);
+                None
+            }
+        }
+    }
+
     /// Creates a record, or after an interrupted create, links the one already there.
     /// Returns the stored record and whether it was created now.
     async fn create(&self, w: &Work, recovering: bool) -> Result<(Value, bool), ApiError> {
@@ -343,6 +382,23 @@ impl EntitySync<'_> {
             .create(self.def, &w.payload)
             .await
             .map(|r| (r, true))
+    }
+}
+
+/// The base after a successful write: an update makes the fields it sent agreed; a create,
+/// or an update of a record linked before bases existed, every mapped field.
+fn agreed(w: &Work, fields: &FieldSet) -> Fields {
+    let hub = fields.project(&w.rec.data, false);
+    match (&w.changed, merge::base_from_text(w.map.base.as_deref())) {
+        (Some(changed), Some(mut base)) => {
+            for f in changed {
+                if let Some(v) = hub.get(f) {
+                    base.insert(f.clone(), v.clone());
+                }
+            }
+            base
+        }
+        _ => hub,
     }
 }
 
