@@ -8,6 +8,7 @@ pub mod entity;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod listing;
 pub mod mapping;
 pub mod runtime;
 pub mod sandbox;

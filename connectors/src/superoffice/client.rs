@@ -7,6 +7,7 @@ use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{id_text, EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
 use ferry_framework::http::{ApiError, Transport};
+use ferry_framework::listing::{Advance, OffsetCursor};
 use ferry_framework::sync::support::merge;
 use reqwest::Method;
 use serde_json::Value;
@@ -178,31 +179,45 @@ impl ExternalClient for SuperOfficeClient {
         page: &PageRequest,
     ) -> Result<Page, ApiError> {
         let (path, id_col, date_col) = list_columns(entity);
-        let skip: usize = page
-            .token
-            .as_deref()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+        // The list is sorted by update date and paged by $skip: an edit during the listing
+        // moves a row to the end and shifts the rest, so pages overlap (framework listing).
+        let cursor = OffsetCursor::from_token(page.token.as_deref())?;
+        let (skip, top) = cursor.window(page.size);
         let mut query = vec![
             ("$select", format!("{id_col},{date_col}")),
             ("$orderBy", date_col.to_string()),
-            ("$top", page.size.to_string()),
+            ("$top", top.to_string()),
             ("$skip", skip.to_string()),
         ];
         if let Some(s) = since {
+            // `after` is strict; the contract is "at or after": one second earlier (the
+            // filter's precision) keeps records at the boundary time.
+            let s = s - chrono::Duration::seconds(1);
             query.push((
                 "$filter",
                 format!("{date_col} after '{}'", s.format("%Y-%m-%dT%H:%M:%S")),
             ));
         }
         let rows = self.odata(path, &query).await?;
-        let n = rows.len();
-        let mut records = Vec::with_capacity(n);
-        for row in rows {
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| id_text(r.get(id_col)).unwrap_or_default())
+            .collect();
+        let (keep, next) = match cursor.advance(&ids, top)? {
+            Advance::Rows { keep, next } => (keep, next),
+            Advance::Restart { next } => {
+                return Ok(Page {
+                    records: Vec::new(),
+                    next: Some(next),
+                })
+            }
+        };
+        let mut records = Vec::with_capacity(keep.len());
+        for row in keep.into_iter().map(|i| &rows[i]) {
             let Some(id) = id_text(row.get(id_col)) else {
                 records.push(Fetched::Bad {
                     id: None,
-                    error: format!("{path}: a row has no {id_col}: {}", short(&row)),
+                    error: format!("{path}: a row has no {id_col}: {}", short(row)),
                 });
                 continue;
             };
@@ -218,10 +233,7 @@ impl ExternalClient for SuperOfficeClient {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Page {
-            records,
-            next: (n >= page.size && n > 0).then(|| (skip + n).to_string()),
-        })
+        Ok(Page { records, next })
     }
 
     async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {

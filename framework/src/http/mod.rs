@@ -135,16 +135,20 @@ impl Transport {
         self.stats.record_call();
         let resp = req.send().await.map_err(ApiError::from_transport)?;
         let status = resp.status().as_u16();
+        self.stats.record_server_date(resp.headers());
         let wait = retry_after(resp.headers());
         let text = resp.text().await.map_err(ApiError::from_transport)?;
         Ok((status, wait, text))
     }
 }
 
-/// Counts API calls so runs can report and tests can assert their cost.
+/// Counts API calls so runs can report and tests can assert their cost, and keeps the
+/// application's own clock as its answers' `Date` headers give it.
 #[derive(Debug, Default)]
 pub struct ApiStats {
     calls: AtomicU64,
+    /// The last `Date` an answer carried, and when (on Ferry's monotonic clock) it came.
+    server_date: std::sync::Mutex<Option<(DateTime<Utc>, std::time::Instant)>>,
 }
 
 impl ApiStats {
@@ -153,6 +157,28 @@ impl ApiStats {
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Notes an answer's `Date` header (RFC 9110 §6.6.1, an IMF-fixdate such as
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`, parsed as the RFC 2822 date it also is).
+    pub fn record_server_date(&self, headers: &reqwest::header::HeaderMap) {
+        let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+        else {
+            return;
+        };
+        let mut last = self.server_date.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some((date.with_timezone(&Utc), std::time::Instant::now()));
+    }
+
+    /// The application's clock now, from its last answer's `Date` (whole seconds), or
+    /// `None` when no answer carried one.
+    pub fn application_now(&self) -> Option<DateTime<Utc>> {
+        let last = *self.server_date.lock().unwrap_or_else(|p| p.into_inner());
+        let (date, at) = last?;
+        Some(date + chrono::Duration::from_std(at.elapsed()).unwrap_or_default())
     }
 }
 

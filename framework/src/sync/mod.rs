@@ -371,6 +371,7 @@ impl Engine {
                                 plan: Vec::new(),
                                 progress,
                                 started,
+                                stats: Arc::clone(&stats),
                             })
                             .collect();
                         let errors = match half {
@@ -526,6 +527,8 @@ pub(crate) struct EntitySync<'a> {
     /// When the run started: the edit time of changes from applications that report none
     /// (when Ferry first saw them).
     started: chrono::DateTime<chrono::Utc>,
+    /// The connection's call counter, which also keeps the application's clock.
+    stats: Arc<ApiStats>,
 }
 
 impl EntitySync<'_> {

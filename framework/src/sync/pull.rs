@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use chrono::{Duration, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::Connection;
 use serde_json::Value;
 
@@ -59,6 +59,7 @@ pub(crate) async fn pull_entity(
     let mut next = Some(fetch(None));
     let mut batch = Batch::new(engine.store.conn()?, !opts.dry_run);
     let mut pages: u64 = 0;
+    let mut clock = SourceClock::default();
     while let Some(pending) = next.take() {
         let listed = match pending.finish().await {
             Ok(listed) => listed,
@@ -68,11 +69,15 @@ pub(crate) async fn pull_entity(
                 return Err(anyhow!("listing {} records: {e}", def0.external_entity));
             }
         };
+        if pages == 0 {
+            clock.answered = jobs[0].stats.application_now();
+        }
+        clock.newest = clock.newest.max(listed.latest);
         // One page ahead: the application answers the next, and it is prepared, while
         // this one is written.
         next = listed.next.clone().map(|t| fetch(Some(t)));
-        // Never past the read's start: later changes are read next time.
-        let seen = listed.latest.map(|t| t.min(read_started).naive_utc());
+        // Pages come oldest change first: every change up to this page's newest is in.
+        let seen = listed.latest.map(|t| t.naive_utc());
         write_page(
             batch.conn()?,
             jobs,
@@ -96,12 +101,39 @@ pub(crate) async fn pull_entity(
         ));
     }
     if !opts.dry_run {
-        // The whole list was read: everything changed before the read started is in.
-        cursor.watermark = cursor.watermark.max(Some(read_started.naive_utc()));
+        // The whole list was read: everything the application changed up to its newest
+        // reported change is in.
+        let end = clock.watermark(jobs[0].stats.application_now(), read_started);
+        cursor.watermark = cursor.watermark.max(Some(end.naive_utc()));
         let mut c = engine.store.conn()?;
         Store::save_cursor(&mut c, &cursor)?;
     }
     Ok(())
+}
+
+/// What a listing learnt of the application's clock. The watermark is in that clock: an
+/// application whose clock runs behind Ferry's, or that reports local times, is read from
+/// its own times, never from Ferry's.
+#[derive(Default)]
+struct SourceClock {
+    /// The newest update time among the records listed.
+    newest: Option<DateTime<Utc>>,
+    /// The application's clock (its `Date` header) when the first page was answered.
+    answered: Option<DateTime<Utc>>,
+}
+
+impl SourceClock {
+    /// Where a complete listing leaves the watermark: the newest update time the
+    /// application reported (never past its own clock now); for an application whose
+    /// records carry no time, its clock when the listing began; Ferry's own start of
+    /// the read only for an application that reports no time at all.
+    fn watermark(&self, now: Option<DateTime<Utc>>, read_started: DateTime<Utc>) -> DateTime<Utc> {
+        match (self.newest, now) {
+            (Some(n), Some(now)) => n.min(now),
+            (Some(n), None) => n,
+            (None, _) => self.answered.unwrap_or(read_started),
+        }
+    }
 }
 
 /// A targeted read (a webhook named these records): each is fetched by id and written

@@ -1,0 +1,169 @@
+//! Stable listing over APIs that page by offset (`$skip`, a page number) through a list
+//! sorted by update time.
+//!
+//! Such a list moves under the reader: a record edited during the listing jumps to the end,
+//! a deleted one leaves a gap, and every row behind it shifts one place towards the start,
+//! so a plain offset skips a record that was never read (and no later run lists it again:
+//! it did not change). [`OffsetCursor`] makes each page after the first re-read the last
+//! rows of the page before (the overlap): rows the reader already has are dropped, a shift
+//! up to the overlap costs nothing, and a larger one (none of the overlap is found) starts
+//! the listing again from the top, a bounded number of times. Records read twice are
+//! de-duplicated by the engine, so over-reading is safe and under-reading never happens.
+
+use serde::{Deserialize, Serialize};
+
+use crate::http::ApiError;
+
+/// Rows of the page before that each page re-reads.
+pub const OVERLAP: usize = 5;
+
+/// How often a listing may start again after a shift larger than the overlap.
+pub const MAX_RESTARTS: u32 = 3;
+
+/// Where an offset listing is: carried between pages in the page token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OffsetCursor {
+    /// The offset of the first row not read yet, as the list stood when it was read.
+    pub skip: usize,
+    /// The ids of the last rows read, oldest first (at most [`OVERLAP`]).
+    pub tail: Vec<String>,
+    /// How often the listing started again.
+    pub restarts: u32,
+}
+
+/// What to do with a window of rows the application returned.
+#[derive(Debug, PartialEq)]
+pub enum Advance {
+    /// Keep the rows at these indices of the window (the ones not read before), and go on
+    /// with `next` (`None` when the list is done).
+    Rows {
+        keep: Vec<usize>,
+        next: Option<String>,
+    },
+    /// The list shifted past the overlap: rows may have been passed over. List again from
+    /// the top with `next`.
+    Restart { next: String },
+}
+
+impl OffsetCursor {
+    /// Reads a page token (`None`: the first page).
+    pub fn from_token(token: Option<&str>) -> Result<OffsetCursor, ApiError> {
+        match token {
+            None => Ok(OffsetCursor::default()),
+            Some(t) => serde_json::from_str(t)
+                .map_err(|e| ApiError::Malformed(format!("bad page token {t:?}: {e}"))),
+        }
+    }
+
+    /// The rows to ask for, as `(offset, count)`, for a page of `size` new rows.
+    pub fn window(&self, size: usize) -> (usize, usize) {
+        let back = self.tail.len().min(self.skip);
+        (self.skip - back, size.max(1) + back)
+    }
+
+    /// Settles a returned window (the ids of its rows in order; `count` as asked).
+    pub fn advance(&self, ids: &[String], count: usize) -> Result<Advance, ApiError> {
+        let back = self.tail.len().min(self.skip);
+        let overlap = &ids[..back.min(ids.len())];
+        if back > 0 && !overlap.iter().any(|id| self.tail.contains(id)) {
+            if self.restarts >= MAX_RESTARTS {
+                return Err(ApiError::Transient(format!(
+                    "the list kept changing while it was read ({} restarts); it is read again next run",
+                    self.restarts
+                )));
+            }
+            let again = OffsetCursor {
+                restarts: self.restarts + 1,
+                ..OffsetCursor::default()
+            };
+            return Ok(Advance::Restart {
+                next: again.token(),
+            });
+        }
+        let keep: Vec<usize> = (0..ids.len())
+            .filter(|&i| !self.tail.contains(&ids[i]))
+            .collect();
+        let full = ids.len() >= count;
+        let next = full.then(|| {
+            let start = ids.len().saturating_sub(OVERLAP);
+            OffsetCursor {
+                skip: self.skip - back + ids.len(),
+                tail: ids[start..].to_vec(),
+                restarts: self.restarts,
+            }
+            .token()
+        });
+        Ok(Advance::Rows { keep, next })
+    }
+
+    fn token(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[u32]) -> Vec<String> {
+        v.iter().map(|i| i.to_string()).collect()
+    }
+
+    /// Lists `rows` (ids in list order) with pages of `size`, letting `during` change the
+    /// list before each page after the first; returns every id read.
+    fn list(mut rows: Vec<u32>, size: usize, during: impl Fn(usize, &mut Vec<u32>)) -> Vec<u32> {
+        let mut token: Option<String> = None;
+        let mut read = Vec::new();
+        for page in 0..100 {
+            if page > 0 {
+                during(page, &mut rows);
+            }
+            let cur = OffsetCursor::from_token(token.as_deref()).unwrap();
+            let (skip, count) = cur.window(size);
+            let window: Vec<String> = ids(&rows).into_iter().skip(skip).take(count).collect();
+            match cur.advance(&window, count).unwrap() {
+                Advance::Rows { keep, next } => {
+                    read.extend(keep.iter().map(|&i| window[i].parse::<u32>().unwrap()));
+                    match next {
+                        Some(n) => token = Some(n),
+                        None => return read,
+                    }
+                }
+                Advance::Restart { next } => token = Some(next),
+            }
+        }
+        panic!("the listing never ended");
+    }
+
+    #[test]
+    fn an_edit_during_the_listing_never_makes_another_record_skipped() {
+        // Contact 1 is edited just before page 2: it moves to the end, the rest shift.
+        let read = list((1..=5).collect(), 2, |page, rows| {
+            if page == 1 {
+                rows.retain(|r| *r != 1);
+                rows.push(1);
+            }
+        });
+        for id in 1..=5 {
+            assert!(read.contains(&id), "{id} was skipped: {read:?}");
+        }
+    }
+
+    #[test]
+    fn deletions_and_shifts_past_the_overlap_start_again_and_lose_nothing() {
+        let read = list((1..=40).collect(), 10, |page, rows| {
+            if page == 1 {
+                rows.retain(|r| !(1..=8).contains(r));
+            }
+        });
+        for id in 9..=40 {
+            assert!(read.contains(&id), "{id} was skipped");
+        }
+    }
+
+    #[test]
+    fn an_unchanged_list_is_read_once_each() {
+        let read = list((1..=23).collect(), 5, |_, _| {});
+        assert_eq!(read, (1..=23).collect::<Vec<_>>());
+    }
+}
