@@ -117,6 +117,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.is::<ferry_framework::sync::Interrupted>() {
+                // 128 + SIGINT, as shells report a command stopped by a signal.
+                return ExitCode::from(130);
+            }
             ExitCode::from(if is_input_error(&e) { 2 } else { 1 })
         }
     }

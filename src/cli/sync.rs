@@ -116,19 +116,68 @@ pub async fn run_all(
     } else {
         None
     };
-    let mut out = Vec::new();
+    let stop = on_signal(engine.interrupter());
+    let mut out: Vec<RunReport> = Vec::new();
     for p in prepared {
-        let label = format!("{}/{}", p.org.slug, p.config.name);
-        let progress = |line: &str| match &bar {
-            Some(b) => b.set_message(format!("{label}: {line}")),
-            None => eprintln!("{label}: {line}"),
-        };
-        out.push(engine.run(p, opts, &progress).await?);
+        out.push(engine.run(p, opts, &progress_line(&bar, p)).await?);
     }
+    // Connections run in order: one that ran before a later one changed the hub gets a
+    // push-only pass, so one `ferry sync` leaves every application agreed.
+    if !opts.dry_run && opts.records.is_empty() && !opts.push_only {
+        let push_only = SyncOptions {
+            push_only: true,
+            ..opts.clone()
+        };
+        for (i, p) in prepared.iter().enumerate() {
+            let later_wrote = out[i + 1..].iter().any(|r| {
+                r.organization == p.org.slug
+                    && r.entities
+                        .iter()
+                        .any(|e| e.counts.created_in_hub + e.counts.updated_in_hub > 0)
+            });
+            if later_wrote {
+                let again = engine.run(p, &push_only, &progress_line(&bar, p)).await?;
+                out[i].absorb(again);
+            }
+        }
+    }
+    stop.abort();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     Ok(out)
+}
+
+/// A progress callback for one connection: a spinner on a terminal, plain lines otherwise.
+fn progress_line<'a>(
+    bar: &'a Option<indicatif::ProgressBar>,
+    p: &ferry_framework::sync::Prepared,
+) -> impl Fn(&str) + Send + Sync + 'a {
+    let label = format!("{}/{}", p.org.slug, p.config.name);
+    move |line: &str| match bar {
+        Some(b) => b.set_message(format!("{label}: {line}")),
+        None => eprintln!("{label}: {line}"),
+    }
+}
+
+/// SIGTERM or SIGINT stops the running sync cleanly: its run is recorded as
+/// `interrupted` and its connection's lease released at once.
+fn on_signal(stop: ferry_framework::sync::Interrupter) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+        stop.interrupt();
+    })
 }
 
 pub fn print_reports(reports: &[RunReport], dry_run: bool) {

@@ -139,7 +139,7 @@ async fn execute(rt: &Runtime, job: &Job) -> Result<()> {
             };
             let report = rt.engine.run(p, &opts, &|_| {}).await?;
             tracing::info!(job = job.id, org = %sj.org, connection = %sj.connection, status = %report.status, calls = report.api_calls, "sync job ran");
-            if report.status == "error" {
+            if report.status == crate::sync::RunStatus::Error {
                 let why: Vec<String> = report
                     .entities
                     .iter()

@@ -190,7 +190,7 @@ pub fn cluster_runs(runs: &[RunRow], window: chrono::Duration) -> Vec<RunGroup> 
         }
     }
     for g in &mut groups {
-        g.status = ["success", "partial", "running", "error"]
+        g.status = ["success", "partial", "running", "interrupted", "error"]
             .iter()
             .find(|s| g.by_status.contains_key(**s))
             .map_or_else(|| "unknown".into(), |s| s.to_string());

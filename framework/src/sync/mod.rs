@@ -43,6 +43,10 @@ pub struct SyncOptions {
     /// A run row created when the sync was requested (the API hands its id out at once).
     #[serde(skip)]
     pub run_id: Option<i64>,
+    /// Only send hub changes out (no listing): the settle pass `ferry sync` gives the
+    /// connections that ran before another one changed the hub.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push_only: bool,
 }
 
 /// The connection is being synced by another run (its lease is held): try again later.
@@ -84,14 +88,54 @@ pub struct EntityReport {
     pub error: Option<String>,
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every entity ran and no record failed.
+    Success,
+    /// Some records or entities failed; the rest ran.
+    Partial,
+    /// Every entity failed.
+    Error,
+    /// Stopped by a signal before it finished; what it committed stays.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The name stored in the run ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::Partial => "partial",
+            RunStatus::Error => "error",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The run was stopped by a signal (SIGTERM, SIGINT): it is recorded as `interrupted` and
+/// its lease released.
+#[derive(Debug, thiserror::Error)]
+#[error("the sync of {org}/{connection} was interrupted")]
+pub struct Interrupted {
+    pub org: String,
+    pub connection: String,
+}
+
 /// The outcome of one run of one connection.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run_id: Option<i64>,
     pub organization: String,
     pub connection: String,
-    /// `success`, `partial` (some records or entities failed) or `error`.
-    pub status: String,
+    pub status: RunStatus,
     pub entities: Vec<EntityReport>,
     /// What a dry run would do, one line per record.
     pub plan: Vec<String>,
@@ -99,6 +143,27 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Adds a second pass of the same connection (a push-only settle pass) to this report.
+    pub fn absorb(&mut self, other: RunReport) {
+        for e in other.entities {
+            match self.entities.iter_mut().find(|m| m.entity == e.entity) {
+                Some(mine) => {
+                    let (a, b) = (&mut mine.counts, &e.counts);
+                    a.created_in_app += b.created_in_app;
+                    a.updated_in_app += b.updated_in_app;
+                    a.deferred += b.deferred;
+                    a.errors += b.errors;
+                    mine.error = mine.error.take().or(e.error);
+                }
+                None => self.entities.push(e),
+            }
+        }
+        if other.status != RunStatus::Success && self.status == RunStatus::Success {
+            self.status = RunStatus::Partial;
+        }
+        self.api_calls += other.api_calls;
+    }
+
     pub fn has_errors(&self) -> bool {
         self.entities
             .iter()
@@ -135,6 +200,51 @@ pub struct Engine {
     pub settings: Settings,
     pub cipher: Cipher,
     owner: String,
+    interrupt: Arc<Interrupt>,
+}
+
+/// A stop request (a signal) shared by every run of an engine.
+#[derive(Default)]
+struct Interrupt {
+    asked: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Interrupt {
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.asked.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Stops every run of an engine: each is recorded as `interrupted`, its lease is released,
+/// and [`Engine::run`] returns [`Interrupted`]. What a run committed stays (pages and
+/// creates are crash-safe).
+#[derive(Clone)]
+pub struct Interrupter(Arc<Interrupt>);
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        self.0
+            .asked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// Renews a connection's lease while a run lives, whatever the run waits on (a rate
+/// budget, a slow page); stopped when dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Engine {
@@ -145,7 +255,31 @@ impl Engine {
             settings,
             cipher,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            interrupt: Arc::default(),
         }
+    }
+
+    /// A handle that stops every run of this engine (from a signal handler's task).
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter(Arc::clone(&self.interrupt))
+    }
+
+    /// Renews the lease every third of its time until dropped.
+    fn heartbeat(&self, connection_id: i64) -> Heartbeat {
+        let (store, owner) = (self.store.clone(), self.owner.clone());
+        let ttl = self.settings.sync.lease_seconds;
+        let every = std::time::Duration::from_millis((ttl.max(1) as u64 * 1000) / 3);
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let renewed = store
+                    .conn()
+                    .and_then(|mut c| Store::renew_lease(&mut c, connection_id, &owner, ttl));
+                if let Err(e) = renewed {
+                    tracing::warn!(connection_id, error = %format!("{e:#}"), "lease heartbeat failed");
+                }
+            }
+        }))
     }
 
     /// Opens the database (migrating it), the hub model and the secret key from settings.
@@ -295,14 +429,17 @@ impl Engine {
             }
             .into());
         }
-        let result = self.run_leased(p, opts, &selected, progress).await;
+        let heartbeat = (!opts.dry_run).then(|| self.heartbeat(p.connection_id));
+        let result = self.run_interruptible(p, opts, &selected, progress).await;
+        drop(heartbeat);
         if !opts.dry_run {
             self.store.release_lease(p.connection_id, &self.owner)?;
         }
         result
     }
 
-    async fn run_leased(
+    /// Runs under the lease until done or interrupted.
+    async fn run_interruptible(
         &self,
         p: &Prepared,
         opts: &SyncOptions,
@@ -320,6 +457,30 @@ impl Engine {
                     .start_run(p.connection_id, &serde_json::to_string(opts)?)?,
             ),
         };
+        tokio::select! {
+            r = self.run_leased(p, opts, selected, progress, run_id) => r,
+            () = self.interrupt.wait() => {
+                if let Some(id) = run_id {
+                    let status = RunStatus::Interrupted.as_str();
+                    self.store.finish_run(id, status, "[]", Some("interrupted by a signal"))?;
+                }
+                Err(Interrupted {
+                    org: p.org.slug.clone(),
+                    connection: p.config.name.clone(),
+                }
+                .into())
+            }
+        }
+    }
+
+    async fn run_leased(
+        &self,
+        p: &Prepared,
+        opts: &SyncOptions,
+        selected: &[&Selected],
+        progress: &Progress<'_>,
+        run_id: Option<i64>,
+    ) -> Result<RunReport> {
         let stats = Arc::new(ApiStats::default());
         let started = chrono::Utc::now();
         let ctx = self.context(p, stats.clone())?;
@@ -342,7 +503,11 @@ impl Engine {
             Ok(client) => {
                 // External changes into the hub for every entity first, so that references
                 // and first-sync merging see the application's records before the hub's go out.
-                for half in [Half::Pull, Half::Push] {
+                let halves: &[Half] = match opts.push_only {
+                    true => &[Half::Push],
+                    false => &[Half::Pull, Half::Push],
+                };
+                for &half in halves {
                     let mut rest = reports.as_mut_slice();
                     for s in selected {
                         let (mine, tail) = rest.split_at_mut(s.entity.parts().len());
@@ -397,11 +562,11 @@ impl Engine {
         }
         let failed = reports.iter().filter(|r| r.error.is_some()).count();
         let status = if failed == reports.len() && failed > 0 {
-            "error"
+            RunStatus::Error
         } else if failed > 0 || reports.iter().any(|r| r.counts.errors > 0) {
-            "partial"
+            RunStatus::Partial
         } else {
-            "success"
+            RunStatus::Success
         };
         let message = reports
             .iter()
@@ -411,7 +576,7 @@ impl Engine {
         if let Some(id) = run_id {
             self.store.finish_run(
                 id,
-                status,
+                status.as_str(),
                 &serde_json::to_string(&reports)?,
                 (!message.is_empty()).then_some(message.as_str()),
             )?;
@@ -420,7 +585,7 @@ impl Engine {
             run_id,
             organization: p.org.slug.clone(),
             connection: p.config.name.clone(),
-            status: status.into(),
+            status,
             entities: reports,
             plan,
             api_calls: stats.calls(),
