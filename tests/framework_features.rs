@@ -227,7 +227,7 @@ impl Env {
             .run(&self.prepared, &SyncOptions::default(), &|_| {})
             .await
             .unwrap();
-        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(r.status.as_str(), "success", "{r:?}");
         r
     }
     fn hub(&self, entity: &str) -> Vec<ferry_framework::store::hub::HubRecord> {

@@ -53,7 +53,7 @@ async fn hub_records_reach_the_actionflows_and_failures_are_retried() {
             );
 
             let r = e.run(&p, &SyncOptions::default(), &|_| {}).await.unwrap();
-            assert_eq!(r.status, "partial", "{mode:?}: {r:?}");
+            assert_eq!(r.status.as_str(), "partial", "{mode:?}: {r:?}");
             let people = counts(&r, "person");
             assert_eq!(
                 (people.created_in_app, people.errors),
@@ -89,7 +89,7 @@ async fn hub_records_reach_the_actionflows_and_failures_are_retried() {
                 json!({"first_name": "Fixed", "email": "x@acme.example"}),
             );
             let r = e.run(&p, &SyncOptions::default(), &|_| {}).await.unwrap();
-            assert_eq!(r.status, "success", "{r:?}");
+            assert_eq!(r.status.as_str(), "success", "{r:?}");
             assert_eq!(fake.calls("trigger"), before + 1);
             assert_eq!(fake.records("Sync People").len(), 3);
 

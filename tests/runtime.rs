@@ -296,7 +296,7 @@ impl Served {
             .run(p, &Default::default(), &|_| {})
             .await
             .unwrap();
-        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(r.status.as_str(), "success", "{r:?}");
     }
 
     fn url(&self, org: &str) -> String {

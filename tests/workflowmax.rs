@@ -76,7 +76,7 @@ async fn a_client_with_two_contacts_becomes_an_organization_and_two_linked_perso
             .unwrap();
 
         let r = e.sync_wfm().await;
-        assert_eq!(r.status, "success", "{r:?} {:?}", e.wfm_idmaps());
+        assert_eq!(r.status.as_str(), "success", "{r:?} {:?}", e.wfm_idmaps());
         assert_eq!(counts(&r, "client").created_in_hub, 1);
         assert_eq!(counts(&r, "contact").created_in_hub, 2);
         let org = e.hub_named("Organization", "name", "Harbour Ltd").unwrap();
@@ -172,7 +172,7 @@ async fn custom_fields_round_trip_including_a_link_and_xml_special_characters() 
             json!({"name": "Solo <Consulting>", "linkedin_url": url_only, "industry": "IT"}),
         );
         let r = e.sync_wfm().await;
-        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(r.status.as_str(), "success", "{r:?}");
         let created = e
             .wfm
             .clients()
@@ -222,7 +222,7 @@ async fn a_rotating_refresh_raced_by_two_tasks_keeps_the_newest_token() {
             e.wfm.expire_tokens();
         }
         // A sync after all that still authenticates with the stored token.
-        assert_eq!(e.sync_wfm().await.status, "success");
+        assert_eq!(e.sync_wfm().await.status.as_str(), "success");
     }
 }
 
@@ -255,7 +255,7 @@ async fn a_burst_of_work_stays_within_the_rate_limit_and_completes() {
             e.put("Organization", None, json!({"name": format!("Hub {i}")}));
         }
         let r = e.sync_wfm().await;
-        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(r.status.as_str(), "success", "{r:?}");
         assert_eq!(counts(&r, "client").created_in_hub, 6);
         assert_eq!(counts(&r, "client").created_in_app, 6);
         assert!(r.api_calls >= 20, "a real burst: {} calls", r.api_calls);
@@ -279,7 +279,7 @@ async fn an_http_200_error_status_is_recorded_on_the_id_map_and_the_rest_go_on()
             Failure::Error("Invalid field value: Name".into()),
         );
         let r = e.sync_wfm().await;
-        assert_eq!(r.status, "partial", "{r:?}");
+        assert_eq!(r.status.as_str(), "partial", "{r:?}");
         let c = counts(&r, "client");
         assert_eq!((c.created_in_app, c.errors), (2, 1), "{r:?}");
         let failed: Vec<_> = e
@@ -311,7 +311,7 @@ async fn an_http_200_error_status_is_recorded_on_the_id_map_and_the_rest_go_on()
         assert_eq!(e.wfm.clients().len(), 4);
 
         let r = e.sync_wfm().await;
-        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(r.status.as_str(), "success", "{r:?}");
         assert!(e.hub_named("Organization", "name", "Broken").is_some());
     }
 }
@@ -329,8 +329,8 @@ async fn superoffice_to_hub_to_workflowmax_and_back() {
         let round = || async {
             let so = e.sync_so().await;
             let wfm = e.sync_wfm().await;
-            assert_eq!(so.status, "success", "{so:?}");
-            assert_eq!(wfm.status, "success", "{wfm:?}");
+            assert_eq!(so.status.as_str(), "success", "{so:?}");
+            assert_eq!(wfm.status.as_str(), "success", "{wfm:?}");
             (so, wfm)
         };
 
@@ -395,7 +395,7 @@ async fn incremental_reads_page_and_filter_by_modifiedsince() {
         // A 429 with Retry-After is waited out, not failed.
         e.wfm.fail_next(Target::List, Failure::Status(429));
         let r = e.sync_wfm().await;
-        assert_eq!(r.status, "success", "{r:?}");
+        assert_eq!(r.status.as_str(), "success", "{r:?}");
         assert_eq!(e.wfm.rate_report().2, 0, "an injected 429 is not a refusal");
     }
 }
