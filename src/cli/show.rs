@@ -242,7 +242,7 @@ fn write_idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
         "external id",
         "state",
         "name",
-        "last error",
+        "last error or note",
     ]);
     let (mut after, mut shown) = (0, 0);
     if args.json {
@@ -266,11 +266,12 @@ fn write_idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
                         "hub_entity": m.hub_entity, "hub_id": m.hub_id,
                         "external_entity": m.external_entity, "external_id": m.external_id,
                         "state": m.state, "name": m.name, "retry_to": m.retry_to,
-                        "last_error": m.last_error,
+                        "last_error": m.last_error, "note": m.note(),
                     }),
                 )?;
             } else {
                 let text = |v: Option<String>| v.unwrap_or_default();
+                let said = m.last_error.clone().or_else(|| m.note());
                 t.add_row(vec![
                     connection,
                     m.hub_entity,
@@ -279,7 +280,7 @@ fn write_idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
                     text(m.external_id),
                     m.state,
                     text(m.name),
-                    text(m.last_error),
+                    text(said),
                 ]);
             }
             shown += 1;

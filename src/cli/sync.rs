@@ -117,47 +117,19 @@ pub async fn run_all(
         None
     };
     let stop = on_signal(engine.interrupter());
-    let mut out: Vec<RunReport> = Vec::new();
-    for p in prepared {
-        out.push(engine.run(p, opts, &progress_line(&bar, p)).await?);
-    }
-    // Connections run in order: one that ran before a later one changed the hub gets a
-    // push-only pass, so one `ferry sync` leaves every application agreed.
-    if !opts.dry_run && opts.records.is_empty() && !opts.push_only {
-        let push_only = SyncOptions {
-            push_only: true,
-            ..opts.clone()
-        };
-        for (i, p) in prepared.iter().enumerate() {
-            let later_wrote = out[i + 1..].iter().any(|r| {
-                r.organization == p.org.slug
-                    && r.entities
-                        .iter()
-                        .any(|e| e.counts.created_in_hub + e.counts.updated_in_hub > 0)
-            });
-            if later_wrote {
-                let again = engine.run(p, &push_only, &progress_line(&bar, p)).await?;
-                out[i].absorb(again);
-            }
+    let line = |p: &ferry_framework::sync::Prepared, line: &str| {
+        let label = format!("{}/{}", p.org.slug, p.config.name);
+        match &bar {
+            Some(b) => b.set_message(format!("{label}: {line}")),
+            None => eprintln!("{label}: {line}"),
         }
-    }
+    };
+    let out = engine.run_each(prepared, opts, &line).await;
     stop.abort();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok(out)
-}
-
-/// A progress callback for one connection: a spinner on a terminal, plain lines otherwise.
-fn progress_line<'a>(
-    bar: &'a Option<indicatif::ProgressBar>,
-    p: &ferry_framework::sync::Prepared,
-) -> impl Fn(&str) + Send + Sync + 'a {
-    let label = format!("{}/{}", p.org.slug, p.config.name);
-    move |line: &str| match bar {
-        Some(b) => b.set_message(format!("{label}: {line}")),
-        None => eprintln!("{label}: {line}"),
-    }
+    out
 }
 
 /// SIGTERM or SIGINT stops the running sync cleanly: its run is recorded as

@@ -61,7 +61,13 @@ struct Inner {
     clock: Option<DateTime<Utc>>,
     /// Where webhooks go (`TargetUrl`) and the webhook's `Secret`, once registered.
     webhook: Option<(String, Option<String>)>,
+    /// What users do just before the n-th list request is answered (edits during a
+    /// listing), by list request number.
+    before_list: Vec<(u64, ListHook)>,
 }
+
+/// A change a user makes while a listing is under way.
+pub type ListHook = Box<dyn FnOnce(&FakeSuperOffice) + Send>;
 
 /// Handle on the fake's state, shared with its server.
 #[derive(Clone, Default)]
@@ -137,6 +143,12 @@ impl FakeSuperOffice {
     /// Creates plus updates: what a test asserts for "zero writes".
     pub fn writes(&self) -> u64 {
         self.calls("create") + self.calls("update")
+    }
+
+    /// Runs `hook` (a user's edit, say) just before the `n`-th list request (counting
+    /// from 1 over the fake's life) is answered.
+    pub fn before_list(&self, n: u64, hook: ListHook) {
+        self.lock().before_list.push((n, hook));
     }
 
     /// Serves `failure` for the next request of kind `target`.
@@ -699,6 +711,18 @@ async fn list(
     };
     if let Err(r) = gate(&fake, &headers, "list", target).await {
         return *r;
+    }
+    let due: Vec<ListHook> = {
+        let mut g = fake.lock();
+        let n = g.calls.get("list").copied().unwrap_or(0);
+        let (now, later) = std::mem::take(&mut g.before_list)
+            .into_iter()
+            .partition(|(at, _)| *at == n);
+        g.before_list = later;
+        now.into_iter().map(|(_, h)| h).collect()
+    };
+    for hook in due {
+        hook(&fake);
     }
     let mut g = fake.lock();
     let Some(records) = table(&mut g, &entity) else {

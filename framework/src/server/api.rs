@@ -113,6 +113,8 @@ pub struct IdMapView {
     pub name: Option<String>,
     pub retry_to: Option<String>,
     pub last_error: Option<String>,
+    /// What an operator should know that is no error (an ambiguous match kept apart).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -466,6 +468,7 @@ async fn org_idmaps(
     let items = rows
         .into_iter()
         .map(|m| IdMapView {
+            note: m.note(),
             connection: names.get(&m.connection_id).cloned().unwrap_or_default(),
             hub_entity: m.hub_entity,
             hub_id: m.hub_id,

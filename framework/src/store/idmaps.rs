@@ -108,6 +108,19 @@ impl IdMap {
         self.set_meta("parent", parent.into());
     }
 
+    /// Something an operator should know of this link that is no error (an ambiguous
+    /// first-sync match that was kept apart); kept until the link goes.
+    pub fn note(&self) -> Option<String> {
+        self.meta()
+            .get("note")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+
+    pub fn set_note(&mut self, note: &str) {
+        self.set_meta("note", note.into());
+    }
+
     /// Which external sub-record goes with which hub item, per keyed list.
     pub fn item_ids(&self) -> crate::mapping::ItemIds {
         self.meta()

@@ -473,6 +473,41 @@ impl Engine {
         }
     }
 
+    /// Runs connections in order (an organization's file order). A connection that ran
+    /// before a later one changed the hub then gets a push-only pass, so one call leaves
+    /// every application agreed. `progress` gets each connection's lines.
+    pub async fn run_each(
+        &self,
+        prepared: &[Prepared],
+        opts: &SyncOptions,
+        progress: &(dyn Fn(&Prepared, &str) + Send + Sync),
+    ) -> Result<Vec<RunReport>> {
+        let mut out: Vec<RunReport> = Vec::new();
+        for p in prepared {
+            out.push(self.run(p, opts, &|line| progress(p, line)).await?);
+        }
+        if opts.dry_run || !opts.records.is_empty() || opts.push_only {
+            return Ok(out);
+        }
+        let push_only = SyncOptions {
+            push_only: true,
+            ..opts.clone()
+        };
+        for (i, p) in prepared.iter().enumerate() {
+            let later_wrote = out[i + 1..].iter().any(|r| {
+                r.organization == p.org.slug
+                    && r.entities
+                        .iter()
+                        .any(|e| e.counts.created_in_hub + e.counts.updated_in_hub > 0)
+            });
+            if later_wrote {
+                let again = self.run(p, &push_only, &|line| progress(p, line)).await?;
+                out[i].absorb(again);
+            }
+        }
+        Ok(out)
+    }
+
     async fn run_leased(
         &self,
         p: &Prepared,

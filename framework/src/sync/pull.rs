@@ -73,6 +73,7 @@ pub(crate) async fn pull_entity(
             clock.answered = jobs[0].stats.application_now();
         }
         clock.newest = clock.newest.max(listed.latest);
+        clock.listed |= listed.n > 0;
         // One page ahead: the application answers the next, and it is prepared, while
         // this one is written.
         next = listed.next.clone().map(|t| fetch(Some(t)));
@@ -103,8 +104,8 @@ pub(crate) async fn pull_entity(
     if !opts.dry_run {
         // The whole list was read: everything the application changed up to its newest
         // reported change is in.
-        let end = clock.watermark(jobs[0].stats.application_now(), read_started);
-        cursor.watermark = cursor.watermark.max(Some(end.naive_utc()));
+        let end = clock.watermark(read_started).map(|t| t.naive_utc());
+        cursor.watermark = cursor.watermark.max(end);
         let mut c = engine.store.conn()?;
         Store::save_cursor(&mut c, &cursor)?;
     }
@@ -112,10 +113,12 @@ pub(crate) async fn pull_entity(
 }
 
 /// What a listing learnt of the application's clock. The watermark is in that clock: an
-/// application whose clock runs behind Ferry's, or that reports local times, is read from
-/// its own times, never from Ferry's.
+/// application whose clock runs behind Ferry's, or that reports local times without an
+/// offset, is read from its own times, never from Ferry's.
 #[derive(Default)]
 struct SourceClock {
+    /// Whether any record was listed.
+    listed: bool,
     /// The newest update time among the records listed.
     newest: Option<DateTime<Utc>>,
     /// The application's clock (its `Date` header) when the first page was answered.
@@ -124,14 +127,15 @@ struct SourceClock {
 
 impl SourceClock {
     /// Where a complete listing leaves the watermark: the newest update time the
-    /// application reported (never past its own clock now); for an application whose
-    /// records carry no time, its clock when the listing began; Ferry's own start of
-    /// the read only for an application that reports no time at all.
-    fn watermark(&self, now: Option<DateTime<Utc>>, read_started: DateTime<Utc>) -> DateTime<Utc> {
-        match (self.newest, now) {
-            (Some(n), Some(now)) => n.min(now),
-            (Some(n), None) => n,
-            (None, _) => self.answered.unwrap_or(read_started),
+    /// application reported; for records that carry no time, the application's clock when
+    /// the listing began (Ferry's own start of the read only for an application that gives
+    /// no time at all); nothing learnt (`None`) when nothing was listed, so an empty
+    /// listing never moves the window into a frame the application's times are not in.
+    fn watermark(&self, read_started: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match (self.newest, self.listed) {
+            (Some(n), _) => Some(n),
+            (None, true) => Some(self.answered.unwrap_or(read_started)),
+            (None, false) => None,
         }
     }
 }

@@ -426,7 +426,7 @@ impl EntitySync<'_> {
         if let Some(why) = ambiguity {
             // Reported on the id map and counted in the run; the record stays itself.
             self.counts.ambiguous += 1;
-            k.map.last_error = Some(why);
+            k.map.set_note(&why);
         }
         staged.writes.push(write);
         staged.maps.push(k.map);

@@ -1,0 +1,625 @@
+//! Sync that loses nothing: each case is a way other sync tools lose, revert or duplicate a
+//! user's edit, asserted through what the applications (the fakes) end up holding, on
+//! SQLite and on PostgreSQL when FERRY_TEST_POSTGRES_URL is set.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+
+use common::{backends, connection, org, quick_limits, Hub};
+use ferry_connectors::superoffice::fake::{Failure, FakeSuperOffice, Target};
+use ferry_connectors::workflowmax::fake::FakeWorkflowMax;
+use ferry_framework::config::{ConflictPolicy, EntitySelection, Settings};
+use ferry_framework::hub::HubModel;
+use ferry_framework::secrets::Cipher;
+use ferry_framework::store::Store;
+use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
+
+/// One organization with some SuperOffice tenants and optionally a WorkflowMax account.
+struct Org {
+    engine: Engine,
+    /// In the organization's file order.
+    conns: Vec<Prepared>,
+    so: Vec<FakeSuperOffice>,
+    wfm: Option<FakeWorkflowMax>,
+}
+
+struct Setup {
+    tenants: usize,
+    wfm: bool,
+    wfm_first: bool,
+    conflict: ConflictPolicy,
+    page_size: usize,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            tenants: 1,
+            wfm: false,
+            wfm_first: false,
+            conflict: ConflictPolicy::Newest,
+            page_size: 100,
+        }
+    }
+}
+
+fn engine(url: &str, page_size: usize) -> Engine {
+    ferry_connectors::link();
+    let repo = common::repo();
+    let mut settings = Settings::with_base(&repo, url);
+    settings.sync.first_sync_batch_size = page_size;
+    settings.sync.page_size = page_size;
+    settings.sync.max_retries = 1;
+    let hub = HubModel::load(&repo.join("config/hub.yml")).unwrap();
+    let store = Store::open_and_migrate(url).unwrap();
+    let cipher = Cipher::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    Engine::new(store, hub, settings, cipher)
+}
+
+async fn setup(url: &str, s: Setup) -> Org {
+    let engine = engine(url, s.page_size);
+    let sel = EntitySelection {
+        conflict: s.conflict,
+        ..Default::default()
+    };
+    let mut configs = Vec::new();
+    let mut secrets = Vec::new();
+    let mut so = Vec::new();
+    for i in 0..s.tenants {
+        let fake = FakeSuperOffice::new();
+        let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let name = ["so_a", "so_b", "so_c"][i];
+        let cfg = connection(
+            name,
+            "superoffice",
+            FakeSuperOffice::settings(addr),
+            &["organization", "person"],
+            sel.clone(),
+        );
+        configs.push(cfg);
+        secrets.push(FakeSuperOffice::secrets());
+        so.push(fake);
+    }
+    let wfm = if s.wfm {
+        let (limits, rate) = quick_limits();
+        let fake = FakeWorkflowMax::with_limits(limits);
+        fake.define_standard_fields();
+        let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut cfg = connection(
+            "wfm",
+            "workflowmax",
+            FakeWorkflowMax::settings(addr),
+            &["client"],
+            sel.clone(),
+        );
+        cfg.rate_limit = Some(rate);
+        let at = if s.wfm_first { 0 } else { configs.len() };
+        configs.insert(at, cfg);
+        secrets.insert(at, FakeWorkflowMax::secrets());
+        Some(fake)
+    } else {
+        None
+    };
+    let org = org(configs.clone());
+    let conns = configs
+        .iter()
+        .zip(secrets)
+        .map(|(c, sec)| engine.prepare(&org, c, Some(sec)).unwrap())
+        .collect();
+    Org {
+        engine,
+        conns,
+        so,
+        wfm,
+    }
+}
+
+impl Hub for Org {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+    fn org_id(&self) -> i64 {
+        self.conns[0].org_id
+    }
+}
+
+impl Org {
+    /// One `ferry sync`: every connection in order, then the settle pass.
+    async fn sync(&self) -> Vec<RunReport> {
+        self.engine
+            .run_each(&self.conns, &SyncOptions::default(), &|_, _| {})
+            .await
+            .unwrap()
+    }
+
+    fn conn(&self, name: &str) -> &Prepared {
+        self.conns.iter().find(|p| p.config.name == name).unwrap()
+    }
+
+    fn idmaps(&self, name: &str) -> Vec<ferry_framework::store::idmaps::IdMap> {
+        let id = self.conn(name).connection_id;
+        self.engine.store.idmaps_of(&[id]).unwrap()
+    }
+
+    fn wfm(&self) -> &FakeWorkflowMax {
+        self.wfm.as_ref().unwrap()
+    }
+}
+
+fn text(v: &Value, path: &str) -> String {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = match k.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[k],
+        };
+    }
+    match cur {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn so_contact_named(fake: &FakeSuperOffice, name: &str) -> Value {
+    fake.contacts()
+        .into_iter()
+        .find(|c| c["Name"] == name)
+        .unwrap_or_else(|| panic!("no contact {name:?} in {:?}", fake.contacts()))
+}
+
+fn wfm_client_named(fake: &FakeWorkflowMax, name: &str) -> Value {
+    fake.clients()
+        .into_iter()
+        .find(|c| c["Name"] == name)
+        .unwrap_or_else(|| panic!("no client {name:?} in {:?}", fake.clients()))
+}
+
+/// A time an hour ago, whole seconds: fake clocks start there so edits can be ordered.
+fn t0() -> DateTime<Utc> {
+    let now = Utc::now() - Duration::hours(1);
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap()
+}
+
+async fn idle(o: &Org) {
+    let writes_before: u64 = o.so.iter().map(FakeSuperOffice::writes).sum::<u64>()
+        + o.wfm.as_ref().map_or(0, FakeWorkflowMax::writes);
+    let seq = o.hub_seq();
+    for r in o.sync().await {
+        for e in &r.entities {
+            assert_eq!(e.counts.writes(), 0, "an idle run wrote: {r:?}");
+        }
+    }
+    let writes_after: u64 = o.so.iter().map(FakeSuperOffice::writes).sum::<u64>()
+        + o.wfm.as_ref().map_or(0, FakeWorkflowMax::writes);
+    assert_eq!(
+        writes_after, writes_before,
+        "an idle run wrote to an application"
+    );
+    assert_eq!(o.hub_seq(), seq, "an idle run wrote to the hub");
+}
+
+/// 1. "Newest wins" compares the edits' own times, whatever order connections run in.
+#[tokio::test(flavor = "multi_thread")]
+async fn newest_wins_by_the_applications_edit_times_in_either_connection_order() {
+    for b_first in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        for db in backends(dir.path()) {
+            let mut o = setup(
+                &*db,
+                Setup {
+                    tenants: 2,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let start = t0();
+            o.so[0].set_clock(Some(start));
+            o.so[1].set_clock(Some(start));
+            let a = o.so[0].add_contact("Nordic Freight AS", "NO1", "");
+            o.sync().await;
+            let b = text(
+                &so_contact_named(&o.so[1], "Nordic Freight AS"),
+                "ContactId",
+            )
+            .parse()
+            .unwrap();
+            o.so[0].set_clock(Some(start + Duration::seconds(600)));
+            o.so[0].edit("Contact", a, json!({"Name": "Nordic Freight (A)"}));
+            o.so[1].set_clock(Some(start + Duration::seconds(602)));
+            o.so[1].edit("Contact", b, json!({"Name": "Nordic Freight (B)"}));
+            if b_first {
+                o.conns.swap(0, 1);
+            }
+            o.sync().await;
+            let url = &*db;
+            assert_eq!(
+                o.so[0].contact(a).unwrap()["Name"],
+                "Nordic Freight (B)",
+                "{url} b_first={b_first}"
+            );
+            assert_eq!(
+                o.so[1].contact(b).unwrap()["Name"],
+                "Nordic Freight (B)",
+                "{url} b_first={b_first}"
+            );
+            let conflicts = o
+                .engine
+                .store
+                .conflicts_of(
+                    &o.conns.iter().map(|p| p.connection_id).collect::<Vec<_>>(),
+                    10,
+                )
+                .unwrap();
+            assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+            assert_eq!(conflicts[0].field, "name");
+            idle(&o).await;
+        }
+    }
+}
+
+/// 2. A hub change to a field this connection does not map is no conflict; a true conflict
+/// the hub wins is written to the application.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_change_never_diverges_the_sides_under_hub_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &*db,
+            Setup {
+                conflict: ConflictPolicy::Hub,
+                ..Default::default()
+            },
+        )
+        .await;
+        let so = &o.so[0];
+        let id = so.add_contact("Fjord Analytics", "NO2", "");
+        o.sync().await;
+        let uid = o
+            .hub_named("Organization", "name", "Fjord Analytics")
+            .unwrap()
+            .uid;
+        // A user edits Department; another source sets a field SuperOffice does not map.
+        so.edit("Contact", id, json!({"Department": "Sales"}));
+        let mut data = o
+            .hub_named("Organization", "name", "Fjord Analytics")
+            .unwrap()
+            .data;
+        data["linkedin_url"] = json!("https://linkedin.example/fjord");
+        o.put("Organization", Some(&uid), data);
+        o.sync().await;
+        o.sync().await;
+        let hub = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(hub.data["department"], "Sales", "{}", &*db);
+        assert_eq!(hub.data["linkedin_url"], "https://linkedin.example/fjord");
+        assert_eq!(so.contact(id).unwrap()["Department"], "Sales");
+        // Now a true conflict on Department: the hub wins and SuperOffice is told.
+        so.edit("Contact", id, json!({"Department": "Support"}));
+        let mut data = hub.data.clone();
+        data["department"] = json!("Marketing");
+        o.put("Organization", Some(&uid), data);
+        o.sync().await;
+        assert_eq!(
+            so.contact(id).unwrap()["Department"],
+            "Marketing",
+            "{}",
+            &*db
+        );
+        let hub = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(hub.data["department"], "Marketing");
+        idle(&o).await;
+    }
+}
+
+/// 3. Edits to different fields in two applications both survive, even from an
+/// application without edit times.
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_to_different_fields_in_two_applications_both_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &*db,
+            Setup {
+                wfm: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let so = &o.so[0];
+        let id = so.add_contact("Harbour Logistics", "NO3", "");
+        o.sync().await;
+        let client = text(&wfm_client_named(o.wfm(), "Harbour Logistics"), "UUID");
+        o.wfm().edit(&client, json!({"Phone": "+64 9 555 0100"}));
+        so.edit("Contact", id, json!({"Name": "Harbour Logistics Ltd"}));
+        o.sync().await;
+        let url = &*db;
+        let c = so.contact(id).unwrap();
+        assert_eq!(c["Name"], "Harbour Logistics Ltd", "{url}");
+        assert_eq!(text(&c, "Phones.0.Value"), "+64 9 555 0100", "{url}");
+        let w = o.wfm().client(&client).unwrap();
+        assert_eq!(w["Name"], "Harbour Logistics Ltd", "{url}");
+        assert_eq!(w["Phone"], "+64 9 555 0100", "{url}");
+        idle(&o).await;
+    }
+}
+
+/// 4. A record edited while a multi-page listing runs never makes another one vanish; nor
+/// do rows sharing one update time across a page boundary.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_during_a_paged_listing_never_makes_another_record_vanish() {
+    for same_time in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        for db in backends(dir.path()) {
+            let o = setup(
+                &*db,
+                Setup {
+                    page_size: 2,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let so = &o.so[0];
+            let start = t0();
+            let mut ids = Vec::new();
+            for i in 0..5 {
+                let step = if same_time { 0 } else { i * 60 };
+                so.set_clock(Some(start + Duration::seconds(step)));
+                ids.push(so.add_contact(&format!("Company {}", i + 1), "", ""));
+            }
+            so.set_clock(None);
+            let first = ids[0];
+            // Contact 1 is edited just before page 2 of the contact listing is requested.
+            so.before_list(
+                2,
+                Box::new(move |f| {
+                    f.edit("Contact", first, json!({"Department": "Edited"}));
+                }),
+            );
+            o.sync().await;
+            o.sync().await;
+            let names: Vec<String> = o
+                .hub("Organization")
+                .iter()
+                .map(|h| text(&h.data, "name"))
+                .collect();
+            for i in 1..=5 {
+                assert!(
+                    names.contains(&format!("Company {i}")),
+                    "{} same_time={same_time}: Company {i} never reached the hub: {names:?}",
+                    &*db
+                );
+            }
+            let h = o.hub_named("Organization", "name", "Company 1").unwrap();
+            assert_eq!(h.data["department"], "Edited");
+        }
+    }
+}
+
+/// 5. The incremental window is the application's clock, not Ferry's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_whose_clock_runs_behind_loses_no_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&*db, Setup::default()).await;
+        let so = &o.so[0];
+        // A tenant at UTC-5 reporting local times without an offset: five hours behind.
+        let behind = t0() - Duration::hours(4);
+        so.set_clock(Some(behind));
+        let id = so.add_contact("Tidewater Trading", "US1", "");
+        o.sync().await;
+        so.set_clock(Some(behind + Duration::seconds(60)));
+        so.edit("Contact", id, json!({"Name": "Tidewater Trading Co"}));
+        o.sync().await;
+        assert!(
+            o.hub_named("Organization", "name", "Tidewater Trading Co")
+                .is_some(),
+            "{}: the rename was never fetched",
+            &*db
+        );
+    }
+}
+
+/// 6. A transient failure delays a change; it never drops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deferred_push_survives_the_next_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &*db,
+            Setup {
+                tenants: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let c1 = a.add_contact("Alpha AS", "", "");
+        let p = a.add_person("Ola", "Nordmann", "ola@alpha.example", Some(c1));
+        o.sync().await;
+        let c2 = a.add_contact("Beta AS", "", "");
+        a.edit("Person", p, json!({"Contact": {"ContactId": c2}}));
+        b.fail_next(Target::Create, Failure::Status(500));
+        o.sync().await;
+        o.sync().await;
+        let b_beta = text(&so_contact_named(b, "Beta AS"), "ContactId");
+        let b_ola = b
+            .persons()
+            .into_iter()
+            .find(|x| x["Firstname"] == "Ola")
+            .unwrap();
+        assert_eq!(text(&b_ola, "Contact.ContactId"), b_beta, "{}", &*db);
+        assert_eq!(b.contacts().len(), 2, "{:?}", b.contacts());
+        idle(&o).await;
+    }
+}
+
+/// 7. A match key more than one record holds is ambiguous: nothing is merged.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ambiguous_match_never_merges_different_people() {
+    for wfm_first in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        for db in backends(dir.path()) {
+            let o = setup(
+                &*db,
+                Setup {
+                    wfm: true,
+                    wfm_first,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let so = &o.so[0];
+            let acme = so.add_contact("Acme AS", "", "");
+            let ceo = so.add_person("Carl", "Executive", "office@acme.example", Some(acme));
+            so.edit("Person", ceo, json!({"Title": "CEO"}));
+            so.add_person("Cecilie", "Finans", "office@acme.example", Some(acme));
+            let client = o.wfm().add_client("Acme AS", json!({}));
+            let cfo = o
+                .wfm()
+                .add_contact(
+                    &client,
+                    "Cecilie Finans",
+                    json!({"Email": "office@acme.example", "Position": "CFO"}),
+                )
+                .unwrap();
+            let reports = o.sync().await;
+            o.sync().await;
+            let url = &*db;
+            let p = so.person(ceo).unwrap();
+            assert_eq!(
+                (p["Firstname"].as_str(), p["Title"].as_str()),
+                (Some("Carl"), Some("CEO")),
+                "{url} wfm_first={wfm_first}"
+            );
+            assert_eq!(
+                o.wfm().contact(&cfo).unwrap()["Name"],
+                "Cecilie Finans",
+                "{url}"
+            );
+            let ambiguous: u64 = reports
+                .iter()
+                .flat_map(|r| &r.entities)
+                .map(|e| e.counts.ambiguous)
+                .sum();
+            assert!(ambiguous >= 1, "{url}: {reports:?}");
+            let noted = ["so_a", "wfm"]
+                .iter()
+                .flat_map(|c| o.idmaps(c))
+                .any(|m| m.note().is_some_and(|e| e.contains("ambiguous")));
+            assert!(noted, "{url}: the ambiguity is on no id map");
+        }
+    }
+}
+
+/// 8. A move the target cannot express stays at its source and in the hub; the target
+/// records a clear error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_the_target_cannot_make_is_not_reverted_at_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &*db,
+            Setup {
+                wfm: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let so = &o.so[0];
+        let one = so.add_contact("One AS", "", "");
+        let two = so.add_contact("Two AS", "", "");
+        let p = so.add_person("Kari", "Flytter", "kari@one.example", Some(one));
+        o.sync().await;
+        so.edit("Person", p, json!({"Contact": {"ContactId": two}}));
+        o.sync().await;
+        o.sync().await;
+        let url = &*db;
+        assert_eq!(
+            text(&so.person(p).unwrap(), "Contact.ContactId"),
+            two.to_string(),
+            "{url}"
+        );
+        let hub_two = o.hub_named("Organization", "name", "Two AS").unwrap().uid;
+        let kari = o.hub_named("Person", "email", "kari@one.example").unwrap();
+        assert_eq!(kari.data["organization_id"], hub_two.as_str(), "{url}");
+        let err = o
+            .idmaps("wfm")
+            .into_iter()
+            .find(|m| m.hub_id.as_deref() == Some(kari.uid.as_str()))
+            .and_then(|m| m.last_error)
+            .unwrap_or_default();
+        assert!(err.contains("cannot move"), "{url}: {err:?}");
+    }
+}
+
+/// 9. A hub record changed between a writer's read and its write is not overwritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_hub_write_is_refused() {
+    use ferry_framework::store::hub::{HubWrite, StaleHubRecord, StoredData};
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&*db, Setup::default()).await;
+        let uid = o.put("Organization", None, json!({"name": "Versioned AS"}));
+        let read = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        o.put(
+            "Organization",
+            Some(&uid),
+            json!({"name": "Versioned AS", "phone": "1"}),
+        );
+        let stale = HubWrite {
+            uid: uid.clone(),
+            create: false,
+            read_seq: Some(read.seq),
+            field_times: Default::default(),
+            entity: "Organization".into(),
+            data: StoredData::of(&json!({"name": "Versioned AS", "email": "x@y.z"})),
+            match_key: None,
+            updated_at: Utc::now(),
+            origin_connection_id: None,
+        };
+        let mut c = o.engine.store.conn().unwrap();
+        let err = Store::hub_write(&mut c, o.org_id(), &[stale]).unwrap_err();
+        assert!(err.is::<StaleHubRecord>(), "{}: {err:#}", &*db);
+        let now = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(now.data["phone"], "1");
+    }
+}
+
+/// 10. The lease lives as long as the run, and an interrupted run releases it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lease_lives_with_the_run_and_an_interrupted_run_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let mut o = setup(&*db, Setup::default()).await;
+        o.engine.settings.sync.lease_seconds = 1;
+        o.so[0].add_contact("Slow AS", "", "");
+        o.so[0].fail_next(
+            Target::List,
+            Failure::Delay(std::time::Duration::from_secs(3)),
+        );
+        let other = engine(&*db, 100);
+        let cid = o.conns[0].connection_id;
+        let stop = o.engine.interrupter();
+        let opts = SyncOptions::default();
+        let run = o.engine.run(&o.conns[0], &opts, &|_| {});
+        let probe = async {
+            tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+            // Past the lease's second: a heartbeat has kept it.
+            let taken = other.store.acquire_lease(cid, "intruder", 60).unwrap();
+            stop.interrupt();
+            taken
+        };
+        let (result, taken) = tokio::join!(run, probe);
+        assert!(!taken, "{}: another run took a live run's lease", &*db);
+        let err = result.unwrap_err();
+        assert!(err.is::<ferry_framework::sync::Interrupted>(), "{err:#}");
+        assert!(
+            other.store.acquire_lease(cid, "next", 60).unwrap(),
+            "the lease was kept"
+        );
+        let runs = o.engine.store.runs_of(cid, 5).unwrap();
+        assert_eq!(runs[0].status, "interrupted", "{runs:?}");
+    }
+}
