@@ -208,7 +208,7 @@ async fn newest_wins_by_the_applications_edit_times_in_either_connection_order()
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
             let mut o = setup(
-                &*db,
+                &db,
                 Setup {
                     tenants: 2,
                     ..Default::default()
@@ -267,7 +267,7 @@ async fn a_hub_change_never_diverges_the_sides_under_hub_wins() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
         let o = setup(
-            &*db,
+            &db,
             Setup {
                 conflict: ConflictPolicy::Hub,
                 ..Default::default()
@@ -320,7 +320,7 @@ async fn edits_to_different_fields_in_two_applications_both_survive() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
         let o = setup(
-            &*db,
+            &db,
             Setup {
                 wfm: true,
                 ..Default::default()
@@ -353,7 +353,7 @@ async fn an_edit_during_a_paged_listing_never_makes_another_record_vanish() {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
             let o = setup(
-                &*db,
+                &db,
                 Setup {
                     page_size: 2,
                     ..Default::default()
@@ -402,7 +402,7 @@ async fn an_edit_during_a_paged_listing_never_makes_another_record_vanish() {
 async fn an_application_whose_clock_runs_behind_loses_no_edit() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(&*db, Setup::default()).await;
+        let o = setup(&db, Setup::default()).await;
         let so = &o.so[0];
         // A tenant at UTC-5 reporting local times without an offset: five hours behind.
         let behind = t0() - Duration::hours(4);
@@ -427,7 +427,7 @@ async fn a_deferred_push_survives_the_next_pull() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
         let o = setup(
-            &*db,
+            &db,
             Setup {
                 tenants: 2,
                 ..Default::default()
@@ -462,7 +462,7 @@ async fn an_ambiguous_match_never_merges_different_people() {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
             let o = setup(
-                &*db,
+                &db,
                 Setup {
                     wfm: true,
                     wfm_first,
@@ -520,7 +520,7 @@ async fn a_move_the_target_cannot_make_is_not_reverted_at_the_source() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
         let o = setup(
-            &*db,
+            &db,
             Setup {
                 wfm: true,
                 ..Default::default()
@@ -560,7 +560,7 @@ async fn a_stale_hub_write_is_refused() {
     use ferry_framework::store::hub::{HubWrite, StaleHubRecord, StoredData};
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(&*db, Setup::default()).await;
+        let o = setup(&db, Setup::default()).await;
         let uid = o.put("Organization", None, json!({"name": "Versioned AS"}));
         let read = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
         o.put(
@@ -592,14 +592,14 @@ async fn a_stale_hub_write_is_refused() {
 async fn the_lease_lives_with_the_run_and_an_interrupted_run_releases_it() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let mut o = setup(&*db, Setup::default()).await;
+        let mut o = setup(&db, Setup::default()).await;
         o.engine.settings.sync.lease_seconds = 1;
         o.so[0].add_contact("Slow AS", "", "");
         o.so[0].fail_next(
             Target::List,
             Failure::Delay(std::time::Duration::from_secs(3)),
         );
-        let other = engine(&*db, 100);
+        let other = engine(&db, 100);
         let cid = o.conns[0].connection_id;
         let stop = o.engine.interrupter();
         let opts = SyncOptions::default();
