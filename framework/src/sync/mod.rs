@@ -259,6 +259,14 @@ impl Engine {
         }
     }
 
+    /// Lets runs start again after [`Interrupter::interrupt`] (tests that kill one run and
+    /// go on).
+    pub fn resume(&self) {
+        self.interrupt
+            .asked
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// A handle that stops every run of this engine (from a signal handler's task).
     pub fn interrupter(&self) -> Interrupter {
         Interrupter(Arc::clone(&self.interrupt))

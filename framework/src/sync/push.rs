@@ -8,7 +8,7 @@ use diesel::Connection;
 use serde_json::Value;
 
 use super::pull::fail;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::merge::{self, FieldSet, Fields};
 use super::support::{content_hash, external_fingerprint, PageRefs};
@@ -47,14 +47,16 @@ impl EntitySync<'_> {
             hub_seq: 0,
             updated_at: now(),
         });
-        self.push_retries().await?;
+        // A record is written at most once a run: one retried here (and refused again,
+        // say) waits for the next run instead of being sent twice.
+        let retried = self.push_retries().await?;
         // Every record up to here is committed: the ones the query passes over (already in
         // the application) are behind the cursor once the loop is done.
         let upto = self.engine.store.hub_seq(self.p.org_id)?;
         let size = self.page_size(cur.hub_seq == 0);
         let mut seq = if self.opts.full { 0 } else { cur.hub_seq };
         loop {
-            let recs = {
+            let mut recs = {
                 let mut c = self.engine.store.conn()?;
                 Store::hub_changed_for(
                     &mut c,
@@ -69,6 +71,7 @@ impl EntitySync<'_> {
             seq = last.seq;
             let n = recs.len();
             cur.hub_seq = cur.hub_seq.max(seq);
+            recs.retain(|r| !retried.contains(&r.uid));
             self.push_page(recs, Some(&cur)).await?;
             (self.progress)(&format!(
                 "{}: checked {n} hub {} records",
@@ -87,9 +90,10 @@ impl EntitySync<'_> {
     }
 
     /// Hub records that still have to reach the application (deferred, failed, or an
-    /// interrupted create).
-    async fn push_retries(&mut self) -> Result<()> {
+    /// interrupted create). Returns their hub ids.
+    async fn push_retries(&mut self) -> Result<HashSet<String>> {
         let mut after = 0;
+        let mut retried = HashSet::new();
         loop {
             let recs = {
                 let mut c = self.engine.store.conn()?;
@@ -102,12 +106,13 @@ impl EntitySync<'_> {
                     self.engine.settings.sync.page_size,
                 )?;
                 let Some(last) = batch.last() else {
-                    return Ok(());
+                    return Ok(retried);
                 };
                 after = last.id;
                 let uids: Vec<String> = batch.iter().filter_map(|m| m.hub_id.clone()).collect();
                 Store::hub_get_many(&mut c, self.p.org_id, &uids)?
             };
+            retried.extend(recs.iter().map(|r| r.uid.clone()));
             self.push_page(recs, None).await?;
         }
     }
