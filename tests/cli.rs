@@ -221,6 +221,9 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
     assert_eq!(json_len(idmaps(&["--entity", "Person", "--json"])), 15);
     assert_eq!(json_len(idmaps(&["--errors", "--json"])), 0);
     assert_eq!(json_len(idmaps(&["--limit", "7", "--json"])), 7);
+    // The conflict log reads as JSON and as a table.
+    json_len(idmaps(&["--conflicts", "--json"]));
+    assert!(idmaps(&["--conflicts"]).contains("winner"));
     // The table says when it shows only part.
     let table = idmaps(&["--limit", "2"]);
     assert!(table.contains("2 of 35 shown"), "{table}");

@@ -711,6 +711,11 @@ async fn the_api_answers_only_good_keys_and_runs_syncs_to_completion() {
             (Method::POST, "/api/v1/orgs/acme/syncs", scope_needed::SYNC),
             (Method::GET, "/api/v1/orgs/acme/status", scope_needed::READ),
             (Method::GET, "/api/v1/orgs/acme/idmaps", scope_needed::READ),
+            (
+                Method::GET,
+                "/api/v1/orgs/acme/conflicts",
+                scope_needed::READ,
+            ),
         ];
         for (m, path, need) in &endpoints {
             let (code, body) = status_of(call(m.clone(), path, None)).await;
@@ -826,6 +831,14 @@ async fn the_api_answers_only_good_keys_and_runs_syncs_to_completion() {
         ))
         .await;
         assert_eq!(page["total"], 0);
+        let (code, log) = status_of(call(
+            Method::GET,
+            "/api/v1/orgs/acme/conflicts?limit=5",
+            Some(&read),
+        ))
+        .await;
+        assert_eq!(code, 200);
+        assert!(log.is_array(), "{log}");
 
         // A revoked key stops working.
         assert!(store.revoke_api_key(read_row.id).unwrap());
@@ -842,6 +855,7 @@ async fn the_api_answers_only_good_keys_and_runs_syncs_to_completion() {
             "/api/v1/runs/{id}",
             "/api/v1/orgs/{org}/status",
             "/api/v1/orgs/{org}/idmaps",
+            "/api/v1/orgs/{org}/conflicts",
         ] {
             assert!(paths.contains_key(p), "{p} missing from the document");
         }

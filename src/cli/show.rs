@@ -141,6 +141,7 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
         "writes",
         "deferred",
         "conflicts",
+        "ambiguous",
         "errors",
     ]);
     for (org, conn, _, last, entities, group) in rows {
@@ -168,6 +169,7 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
                 e.counts.writes().to_string(),
                 e.counts.deferred.to_string(),
                 e.counts.conflicts.to_string(),
+                e.counts.ambiguous.to_string(),
                 match e.error {
                     Some(err) => format!("{} ({err})", e.counts.errors),
                     None => e.counts.errors.to_string(),
@@ -192,6 +194,10 @@ pub struct IdmapsArgs {
     /// Only the id maps whose last attempt left an error (what an operator looks into).
     #[arg(long)]
     errors: bool,
+    /// The conflict log instead: every field both sides changed to different values, with
+    /// both values, both edit times and the side that won, newest first.
+    #[arg(long, conflicts_with = "errors")]
+    conflicts: bool,
     /// At most this many [default: 1000 for the table, all of them with --json].
     #[arg(long)]
     limit: Option<usize>,
@@ -211,6 +217,55 @@ pub fn idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
     }
 }
 
+/// `ferry idmaps --conflicts`: the organization's conflict log, newest first.
+fn write_conflicts(store: &Store, org: i64, args: &IdmapsArgs) -> Result<ExitCode> {
+    let conns = store.connections_of(org)?;
+    let names: HashMap<i64, String> = conns.iter().map(|c| (c.id, c.name.clone())).collect();
+    let ids: Vec<i64> = conns.iter().map(|c| c.id).collect();
+    let limit = args.limit.unwrap_or(1000) as i64;
+    let rows: Vec<_> = store
+        .conflicts_of(&ids, limit)?
+        .into_iter()
+        .filter(|r| args.entity.as_deref().is_none_or(|e| e == r.hub_entity))
+        .collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(vec![
+        "connection",
+        "hub entity",
+        "hub id",
+        "external id",
+        "field",
+        "hub value (time)",
+        "application value (time)",
+        "winner",
+        "settled at",
+    ]);
+    let time =
+        |t: Option<chrono::NaiveDateTime>| t.map_or("?".into(), |t| t.and_utc().to_rfc3339());
+    for r in rows {
+        t.add_row(vec![
+            names.get(&r.connection_id).cloned().unwrap_or_default(),
+            r.hub_entity,
+            r.hub_id,
+            r.external_id,
+            r.field,
+            format!("{} ({})", r.hub_value, time(r.hub_time)),
+            format!("{} ({})", r.external_value, time(r.external_time)),
+            r.winner,
+            r.created_at.and_utc().to_rfc3339(),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn broken_pipe(e: &anyhow::Error) -> bool {
     let kind = match e.downcast_ref::<serde_json::Error>() {
         Some(json) => json.io_error_kind(),
@@ -222,6 +277,9 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn write_idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
     let store = open(settings)?;
     let id = org_id(&store, &args.org)?;
+    if args.conflicts {
+        return write_conflicts(&store, id, &args);
+    }
     let conns = store.connections_of(id)?;
     let names: HashMap<i64, String> = conns.iter().map(|c| (c.id, c.name.clone())).collect();
     let ids: Vec<i64> = conns.iter().map(|c| c.id).collect();

@@ -133,8 +133,8 @@ pub struct ApiError {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry API", version = "1", description = "Start syncs, poll runs, read status and id maps."),
-    paths(start_sync, get_run, org_status, org_idmaps),
-    components(schemas(SyncRequest, RunView, RunsView, SyncRunGroup, ConnectionStatus, OrgStatus, IdMapView, IdMapPage, ApiError, EntityReport, crate::sync::Counts)),
+    paths(start_sync, get_run, org_status, org_idmaps, org_conflicts),
+    components(schemas(SyncRequest, RunView, RunsView, SyncRunGroup, ConnectionStatus, OrgStatus, IdMapView, IdMapPage, ApiError, EntityReport, crate::sync::Counts, crate::store::conflicts::ConflictRow)),
     modifiers(&BearerKey),
     security(("api_key" = []))
 )]
@@ -165,6 +165,49 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/api/v1/runs/{id}", get(get_run))
         .route("/api/v1/orgs/{org}/status", get(org_status))
         .route("/api/v1/orgs/{org}/idmaps", get(org_idmaps))
+        .route("/api/v1/orgs/{org}/conflicts", get(org_conflicts))
+}
+
+/// `?limit=` of the conflict log.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ConflictQuery {
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<i64>,
+}
+
+/// The conflict log: every field both sides changed to different values, with both values
+/// (JSON text), both edit times and the side that won, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/orgs/{org}/conflicts",
+    params(("org" = String, Path, description = "Organization slug"), ConflictQuery),
+    responses((status = 200, body = Vec<crate::store::conflicts::ConflictRow>), (status = 401, body = ApiError), (status = 403, body = ApiError))
+)]
+async fn org_conflicts(
+    State(rt): State<Arc<Runtime>>,
+    Path(org): Path<String>,
+    Query(q): Query<ConflictQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let oid = match org_id(&rt, &org) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if let Err(r) = authorize(&rt, &headers, oid, scope::READ) {
+        return r;
+    }
+    let ids: Vec<i64> = rt
+        .connections
+        .iter()
+        .filter(|p| p.org.slug == org)
+        .map(|p| p.connection_id)
+        .collect();
+    match rt
+        .store()
+        .conflicts_of(&ids, q.limit.unwrap_or(100).clamp(1, 1000))
+    {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
