@@ -9,7 +9,7 @@ use chrono::{Duration, SubsecRound, Utc};
 use common::{backends, env, Opts};
 use ferry_connectors::superoffice::fake::{Failure, Target};
 use ferry_framework::config::ConflictPolicy;
-use ferry_framework::store::idmaps::{state, IdMapFilter};
+use ferry_framework::store::idmaps::{IdMapFilter, LinkState};
 use ferry_framework::sync::SyncOptions;
 use serde_json::json;
 
@@ -55,7 +55,7 @@ async fn two_way_sync_links_both_sides_and_an_idle_run_writes_nothing() {
         assert_eq!(
             e.idmaps()
                 .iter()
-                .filter(|m| m.state == state::LINKED)
+                .filter(|m| m.state() == LinkState::Linked)
                 .count(),
             4
         );
@@ -208,7 +208,7 @@ async fn a_person_whose_company_is_not_linked_yet_is_deferred_then_linked() {
             .into_iter()
             .find(|m| m.hub_entity == "Person")
             .expect("the deferral is recorded");
-        assert_eq!(m.state, state::DEFERRED);
+        assert_eq!(m.state(), LinkState::Deferred);
         assert!(m.last_error.unwrap().contains("not linked yet"));
 
         let r = e.sync().await;
@@ -221,7 +221,7 @@ async fn a_person_whose_company_is_not_linked_yet_is_deferred_then_linked() {
         assert!(e
             .idmaps()
             .iter()
-            .all(|m| m.state == state::LINKED && m.retry_to.is_none()));
+            .all(|m| m.state() == LinkState::Linked && m.retry_to.is_none()));
     }
 }
 
@@ -241,7 +241,7 @@ async fn a_failure_after_the_external_create_never_duplicates_the_record() {
             "a create is never retried blindly"
         );
         let m = e.idmaps().pop().unwrap();
-        assert_eq!(m.state, state::PENDING_CREATE);
+        assert_eq!(m.state(), LinkState::PendingCreate);
 
         let r = e.sync().await;
         assert!(!r.has_errors(), "{r:?}");
@@ -253,7 +253,7 @@ async fn a_failure_after_the_external_create_never_duplicates_the_record() {
             .collect();
         assert_eq!(same.len(), 1, "no duplicate after the retry");
         let m = e.idmaps().pop().unwrap();
-        assert_eq!(m.state, state::LINKED);
+        assert_eq!(m.state(), LinkState::Linked);
         assert_eq!(
             m.external_id.as_deref(),
             Some(same[0]["ContactId"].to_string().as_str())

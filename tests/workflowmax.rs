@@ -14,7 +14,7 @@ use ferry_framework::connector::{self, ConnectionContext};
 use ferry_framework::entity::PageRequest;
 use ferry_framework::http::rate::{RateBudget, RateLimits};
 use ferry_framework::http::{ApiStats, TokenStore, Transport};
-use ferry_framework::store::idmaps::state;
+use ferry_framework::store::idmaps::LinkState;
 use serde_json::json;
 
 fn tokens_of(e: &common::Hubbed) -> TokenStore {
@@ -89,7 +89,7 @@ async fn a_client_with_two_contacts_becomes_an_organization_and_two_linked_perso
         assert_eq!(tane.data["organization_id"], org.uid.as_str());
         let maps = e.wfm_idmaps();
         assert_eq!(maps.len(), 3);
-        assert!(maps.iter().all(|m| m.state == state::LINKED));
+        assert!(maps.iter().all(|m| m.state() == LinkState::Linked));
         let contact_maps: Vec<_> = maps
             .iter()
             .filter(|m| m.external_entity == "Contact")

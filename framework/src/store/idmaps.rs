@@ -10,24 +10,60 @@ use diesel::prelude::*;
 use super::schema::id_maps;
 use super::{insert_many, AnyConnection, Backend, Store};
 
-/// `state` values.
-pub mod state {
+/// Where a link between a hub record and an application record stands (the `state`
+/// column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
     /// Both ids known.
-    pub const LINKED: &str = "linked";
+    Linked,
     /// An external create was started; the external id is not known yet.
-    pub const PENDING_CREATE: &str = "pending_create";
+    PendingCreate,
     /// Waiting for a referenced record to be linked.
-    pub const DEFERRED: &str = "deferred";
+    Deferred,
     /// The last attempt failed; `last_error` says why.
-    pub const FAILED: &str = "failed";
+    Failed,
     /// The record is gone or inactive in the application.
-    pub const INACTIVE: &str = "inactive";
+    Inactive,
 }
 
-/// `retry_to` values: the side a record still has to reach.
-pub mod retry {
-    pub const HUB: &str = "hub";
-    pub const EXTERNAL: &str = "external";
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Linked => "linked",
+            LinkState::PendingCreate => "pending_create",
+            LinkState::Deferred => "deferred",
+            LinkState::Failed => "failed",
+            LinkState::Inactive => "inactive",
+        }
+    }
+
+    /// The state a stored name stands for; an unknown name reads as `Failed`, so a record
+    /// in it is looked at again rather than skipped.
+    pub fn parse(s: &str) -> LinkState {
+        match s {
+            "linked" => LinkState::Linked,
+            "pending_create" => LinkState::PendingCreate,
+            "deferred" => LinkState::Deferred,
+            "inactive" => LinkState::Inactive,
+            _ => LinkState::Failed,
+        }
+    }
+}
+
+/// The side a record still has to reach (the `retry_to` column): a durable retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Hub,
+    External,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Hub => "hub",
+            Side::External => "external",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable, AsChangeset, PartialEq)]
@@ -67,7 +103,7 @@ impl IdMap {
             hub_id: None,
             external_entity: external_entity.into(),
             external_id: None,
-            state: state::LINKED.into(),
+            state: LinkState::Linked.as_str().into(),
             hub_hash: None,
             ext_hash: None,
             last_push_to_hub: None,
@@ -81,6 +117,99 @@ impl IdMap {
             updated_at: super::orgs::now(),
             base: None,
         }
+    }
+
+    pub fn state(&self) -> LinkState {
+        LinkState::parse(&self.state)
+    }
+
+    pub fn set_state(&mut self, state: LinkState) {
+        self.state = state.as_str().into();
+    }
+
+    /// The side this record waits to reach, if any.
+    pub fn waiting(&self) -> Option<Side> {
+        match self.retry_to.as_deref() {
+            Some("hub") => Some(Side::Hub),
+            Some("external") => Some(Side::External),
+            _ => None,
+        }
+    }
+
+    pub fn waits_for(&self, side: Side) -> bool {
+        self.waiting() == Some(side)
+    }
+
+    fn wait_for(&mut self, side: Option<Side>) {
+        self.retry_to = side.map(|s| s.as_str().into());
+    }
+
+    // The transitions of a link, each in one place.
+
+    /// Linked and agreed: both ids known, nothing waiting, no error.
+    pub fn agreed(&mut self, ext_hash: String, hub_hash: String) {
+        self.set_state(LinkState::Linked);
+        self.ext_hash = Some(ext_hash);
+        self.hub_hash = Some(hub_hash);
+        self.settled();
+    }
+
+    /// Nothing waits and no error stands (the state is left as it is).
+    pub fn settled(&mut self) {
+        self.wait_for(None);
+        self.last_error = None;
+        self.updated_at = super::orgs::now();
+    }
+
+    /// The application lacks hub values: a durable pending push, which no pull clears
+    /// until the application holds them. An error of an earlier attempt stays.
+    pub fn push_pending(&mut self) {
+        if !self.waits_for(Side::External) {
+            self.last_error = None;
+        }
+        self.wait_for(Some(Side::External));
+        self.updated_at = super::orgs::now();
+    }
+
+    /// A failed attempt towards `side`, retried on the next run. A record not linked yet
+    /// is `Failed`; a linked one stays linked.
+    pub fn fail(&mut self, side: Side, error: String) {
+        if self.hub_id.is_none() || self.external_id.is_none() {
+            self.set_state(LinkState::Failed);
+        }
+        self.wait_for(Some(side));
+        self.last_error = Some(error);
+        self.updated_at = super::orgs::now();
+    }
+
+    /// Waiting for a referenced record to be linked, retried on the next run.
+    pub fn defer(&mut self, side: Side, error: String) {
+        let unlinked = match side {
+            Side::Hub => self.hub_id.is_none(),
+            Side::External => self.external_id.is_none(),
+        };
+        if unlinked {
+            self.set_state(LinkState::Deferred);
+        }
+        self.wait_for(Some(side));
+        self.last_error = Some(error);
+        self.updated_at = super::orgs::now();
+    }
+
+    /// A create in the application is about to be sent: committed first, so a crash or
+    /// a lost answer is finished by matching instead of creating twice.
+    pub fn begin_create(&mut self) {
+        self.set_state(LinkState::PendingCreate);
+        self.wait_for(Some(Side::External));
+        self.updated_at = super::orgs::now();
+    }
+
+    /// The application no longer has the record.
+    pub fn gone(&mut self, why: String) {
+        self.set_state(LinkState::Inactive);
+        self.wait_for(None);
+        self.last_error = Some(why);
+        self.updated_at = super::orgs::now();
     }
 
     fn meta(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -265,14 +394,14 @@ impl Store {
         c: &mut AnyConnection,
         connection_id: i64,
         external_entity: &str,
-        side: &str,
+        side: Side,
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<IdMap>> {
         Ok(id_maps::table
             .filter(id_maps::connection_id.eq(connection_id))
             .filter(id_maps::external_entity.eq(external_entity))
-            .filter(id_maps::retry_to.eq(side))
+            .filter(id_maps::retry_to.eq(side.as_str()))
             .filter(id_maps::id.gt(after_id))
             .order(id_maps::id)
             .limit(limit as i64)

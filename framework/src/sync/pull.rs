@@ -15,7 +15,7 @@ use super::premap::{prepare_page, Part, PreparedPage};
 use super::EntitySync;
 use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::mapping::MapError;
-use crate::store::idmaps::{retry, state, IdMap};
+use crate::store::idmaps::{IdMap, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
 use crate::store::{AnyConnection, Store};
@@ -236,7 +236,7 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
                     &mut c,
                     cid,
                     jobs[k].def.external_entity,
-                    retry::HUB,
+                    Side::Hub,
                     after,
                     page_size,
                 )?
@@ -287,9 +287,7 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
                 let mut c = engine.store.conn()?;
                 c.transaction(|c| {
                     for mut m in gone {
-                        m.state = state::INACTIVE.into();
-                        m.retry_to = None;
-                        m.last_error = Some("no longer exists in the application".into());
+                        m.gone("no longer exists in the application".into());
                         Store::save_idmap(c, &m)?;
                     }
                     Ok::<_, anyhow::Error>(())
@@ -322,12 +320,7 @@ impl EntitySync<'_> {
 
     /// Marks a record whose mapping failed: deferred (a reference is not linked yet) or
     /// failed (its data does not fit); either way it is retried on the next run.
-    pub(crate) fn map_failed(&mut self, m: &mut IdMap, side: &str, e: &MapError) {
-        let unlinked = if side == retry::HUB {
-            m.hub_id.is_none()
-        } else {
-            m.external_id.is_none()
-        };
+    pub(crate) fn map_failed(&mut self, m: &mut IdMap, side: Side, e: &MapError) {
         match e {
             MapError::Unresolved { .. } => {
                 self.counts.deferred += 1;
@@ -338,38 +331,12 @@ impl EntitySync<'_> {
                         m.name.clone().unwrap_or_default()
                     )
                 });
-                if unlinked {
-                    m.state = state::DEFERRED.into();
-                }
-                m.retry_to = Some(side.into());
-                m.last_error = Some(e.to_string());
+                m.defer(side, e.to_string());
             }
             MapError::Invalid { .. } => {
                 self.counts.errors += 1;
-                fail(m, side, e.to_string());
-                if !unlinked {
-                    m.state = state::LINKED.into();
-                }
+                m.fail(side, e.to_string());
             }
         }
     }
-
-    pub(super) fn linked(&self, m: &mut IdMap, ext_hash: String, hub_hash: String) {
-        m.state = state::LINKED.into();
-        m.ext_hash = Some(ext_hash);
-        m.hub_hash = Some(hub_hash);
-        m.retry_to = None;
-        m.last_error = None;
-        m.updated_at = now();
-    }
-}
-
-/// Records a failure on an id map, to be retried towards `side`.
-pub(crate) fn fail(m: &mut IdMap, side: &str, error: String) {
-    if m.hub_id.is_none() || m.external_id.is_none() {
-        m.state = state::FAILED.into();
-    }
-    m.retry_to = Some(side.into());
-    m.last_error = Some(error);
-    m.updated_at = now();
 }

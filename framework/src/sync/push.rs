@@ -7,7 +7,6 @@ use anyhow::Result;
 use diesel::Connection;
 use serde_json::Value;
 
-use super::pull::fail;
 use std::collections::{BTreeSet, HashSet};
 
 use super::merge::{self, FieldSet, Fields};
@@ -15,7 +14,7 @@ use super::support::{content_hash, external_fingerprint, PageRefs};
 use super::EntitySync;
 use crate::http::ApiError;
 use crate::store::hub::HubRecord;
-use crate::store::idmaps::{retry, state, IdMap};
+use crate::store::idmaps::{IdMap, LinkState, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
 use crate::store::Store;
@@ -101,7 +100,7 @@ impl EntitySync<'_> {
                     &mut c,
                     self.p.connection_id,
                     self.def.external_entity,
-                    retry::EXTERNAL,
+                    Side::External,
                     after,
                     self.engine.settings.sync.page_size,
                 )?;
@@ -140,8 +139,8 @@ impl EntitySync<'_> {
                 m
             });
             let h = content_hash(&rec.data);
-            let waiting = m.retry_to.as_deref() == Some(retry::EXTERNAL);
-            if !m.to_external || m.state == state::INACTIVE {
+            let waiting = m.waits_for(Side::External);
+            if !m.to_external || m.state() == LinkState::Inactive {
                 self.counts.skipped += 1;
                 continue;
             }
@@ -174,14 +173,13 @@ impl EntitySync<'_> {
                     // The application already holds this content.
                     self.counts.skipped += 1;
                     m.hub_hash = Some(h);
-                    m.retry_to = None;
-                    m.last_error = None;
+                    m.settled();
                     done.push(m);
                     continue;
                 }
                 Some(id) => Action::Update(id),
                 None if caps.create => Action::Create {
-                    recovering: m.state == state::PENDING_CREATE,
+                    recovering: m.state() == LinkState::PendingCreate,
                 },
                 None => {
                     self.counts.skipped += 1;
@@ -224,9 +222,7 @@ impl EntitySync<'_> {
         c.transaction(|c| {
             for w in work.iter_mut() {
                 if let Action::Create { recovering: false } = w.action {
-                    w.map.state = state::PENDING_CREATE.into();
-                    w.map.retry_to = Some(retry::EXTERNAL.into());
-                    w.map.updated_at = now();
+                    w.map.begin_create();
                     w.map.id = Store::save_idmap(c, &w.map)?;
                 }
             }
@@ -248,9 +244,8 @@ impl EntitySync<'_> {
                 Ok((stored, created)) => {
                     let Some(ext_id) = self.client.record_id(self.def, &stored) else {
                         self.counts.errors += 1;
-                        fail(
-                            &mut w.map,
-                            retry::EXTERNAL,
+                        w.map.fail(
+                            Side::External,
                             "the application returned a record without an id".into(),
                         );
                         done.push(w.map);
@@ -271,25 +266,21 @@ impl EntitySync<'_> {
                     w.map.ext_hash = Some(external_fingerprint(self.mapping, &stored, &refs));
                     w.map.base = Some(merge::base_to_text(&agreed(&w, &fields)));
                     w.map.hub_hash = Some(h);
-                    w.map.state = state::LINKED.into();
-                    w.map.retry_to = None;
-                    w.map.last_error = None;
+                    w.map.set_state(LinkState::Linked);
+                    w.map.settled();
                     w.map.last_push_to_external = Some(now());
-                    w.map.updated_at = now();
                 }
                 Err(ApiError::NotFound(msg)) if matches!(w.action, Action::Update(_)) => {
                     self.counts.skipped += 1;
-                    w.map.state = state::INACTIVE.into();
-                    w.map.retry_to = None;
-                    w.map.last_error = Some(format!("gone from the application: {msg}"));
+                    w.map.gone(format!("gone from the application: {msg}"));
                 }
                 Err(e) => {
                     self.counts.errors += 1;
-                    let pending = w.map.state == state::PENDING_CREATE;
-                    fail(&mut w.map, retry::EXTERNAL, e.to_string());
+                    let pending = w.map.state() == LinkState::PendingCreate;
+                    w.map.fail(Side::External, e.to_string());
                     if pending {
                         // The create may have happened: the next run matches before creating.
-                        w.map.state = state::PENDING_CREATE.into();
+                        w.map.set_state(LinkState::PendingCreate);
                     }
                 }
             }
@@ -349,7 +340,7 @@ impl EntitySync<'_> {
                 Some((p, changed))
             }
             Err(e) => {
-                self.map_failed(m, retry::EXTERNAL, &e);
+                self.map_failed(m, Side::External, &e);
                 None
             }
         }

@@ -12,12 +12,11 @@ use serde_json::Value;
 use super::merge::{self, FieldSet, Fields, Settled, Sides};
 use super::pipeline::in_transaction;
 use super::premap::{to_hub, Prepared, Ready};
-use super::pull::fail;
 use super::support::{content_hash, PageRefs};
 use super::EntitySync;
 use crate::store::conflicts::NewConflict;
 use crate::store::hub::{FieldTimes, HubRecord, HubWrite, StoredData};
-use crate::store::idmaps::{retry, state, IdMap};
+use crate::store::idmaps::{IdMap, LinkState, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
 use crate::store::{AnyConnection, Store};
@@ -104,7 +103,7 @@ impl EntitySync<'_> {
             let mut m = maps
                 .remove(&id)
                 .unwrap_or_else(|| self.new_map_for_external(&id));
-            fail(&mut m, retry::HUB, error);
+            m.fail(Side::Hub, error);
             staged.maps.push(m);
         }
         let candidates = self.map_records(page.good, &mut maps, parents, &refs, &mut staged);
@@ -160,7 +159,7 @@ impl EntitySync<'_> {
                 _ => false,
             };
             let updated = self.client.updated_at(self.def, &g.record);
-            if !m.to_hub || m.state == state::INACTIVE || self.before_limit(&m, updated) {
+            if !m.to_hub || m.state() == LinkState::Inactive || self.before_limit(&m, updated) {
                 self.counts.skipped += 1;
                 continue;
             }
@@ -170,7 +169,7 @@ impl EntitySync<'_> {
             {
                 Ok(ok) => ok,
                 Err(e) => {
-                    self.map_failed(&mut m, retry::HUB, &e);
+                    self.map_failed(&mut m, Side::Hub, &e);
                     staged.maps.push(m);
                     continue;
                 }
@@ -209,11 +208,8 @@ impl EntitySync<'_> {
     /// the id map changed.
     fn unchanged(&self, m: &mut IdMap, values: &Value) -> bool {
         let mut changed = false;
-        if m.retry_to.as_deref() != Some(retry::EXTERNAL)
-            && (m.retry_to.is_some() || m.last_error.is_some())
-        {
-            m.retry_to = None;
-            m.last_error = None;
+        if m.waits_for(Side::Hub) || (m.waiting().is_none() && m.last_error.is_some()) {
+            m.settled();
             changed = true;
         }
         if m.base.is_none() {
@@ -251,7 +247,9 @@ impl EntitySync<'_> {
         let (pending, taken): (HashMap<String, IdMap>, HashMap<String, IdMap>) =
             Store::idmaps_by_hub(c, cid, hub_entity, self.def.external_entity, &found_ids)?
                 .into_iter()
-                .partition(|(_, m)| m.state == state::PENDING_CREATE && m.external_id.is_none());
+                .partition(|(_, m)| {
+                    m.state() == LinkState::PendingCreate && m.external_id.is_none()
+                });
         out.pending = pending;
         for (k, h) in found {
             if !taken.contains_key(&h.uid) {
@@ -342,7 +340,7 @@ impl EntitySync<'_> {
         let label = self.label(&k.map);
         let pushes = s.push && self.sel.direction.to_external() && self.def.capabilities.update;
         k.map.hub_id = Some(h.uid.clone());
-        k.map.state = state::LINKED.into();
+        k.map.set_state(LinkState::Linked);
         k.map.ext_hash = Some(k.hash);
         k.map.base = Some(merge::base_to_text(&s.base));
         k.map.updated_at = now();
@@ -350,7 +348,7 @@ impl EntitySync<'_> {
             self.counts.skipped += 1;
         } else if let Err(e) = self.engine.hub.validate(self.def.hub_entity, &label, &data) {
             self.counts.errors += 1;
-            fail(&mut k.map, retry::HUB, format!("{e:#}"));
+            k.map.fail(Side::Hub, format!("{e:#}"));
             staged.maps.push(k.map);
             return h.uid;
         } else {
@@ -365,18 +363,11 @@ impl EntitySync<'_> {
                 .writes
                 .push(self.hub_write(&h.uid, Some(h.seq), &data, times));
         }
-        let was_waiting = k.map.retry_to.as_deref() == Some(retry::EXTERNAL);
         if pushes {
-            // The application lacks hub values: a durable pending push, which no later
-            // pull clears until the application holds them.
-            k.map.retry_to = Some(retry::EXTERNAL.into());
-            if !was_waiting {
-                k.map.last_error = None;
-            }
+            k.map.push_pending();
         } else {
             k.map.hub_hash = Some(content_hash(&data));
-            k.map.retry_to = None;
-            k.map.last_error = None;
+            k.map.settled();
         }
         staged.maps.push(k.map);
         h.uid
@@ -405,7 +396,7 @@ impl EntitySync<'_> {
         let label = self.label(&k.map);
         if let Err(e) = self.engine.hub.validate(self.def.hub_entity, &label, &data) {
             self.counts.errors += 1;
-            fail(&mut k.map, retry::HUB, format!("{e:#}"));
+            k.map.fail(Side::Hub, format!("{e:#}"));
             staged.maps.push(k.map);
             return None;
         }
@@ -422,7 +413,7 @@ impl EntitySync<'_> {
         k.map.hub_id = Some(uid.clone());
         k.map.last_push_to_hub = Some(now());
         k.map.base = Some(merge::base_to_text(&fields.project(&data, true)));
-        self.linked(&mut k.map, k.hash, write.data.hash().to_string());
+        k.map.agreed(k.hash, write.data.hash().to_string());
         if let Some(why) = ambiguity {
             // Reported on the id map and counted in the run; the record stays itself.
             self.counts.ambiguous += 1;
