@@ -158,7 +158,12 @@ pub struct Page {
 /// handles auth, retries and its paging scheme inside.
 #[async_trait]
 pub trait ExternalClient: Send + Sync {
-    /// Records of `entity` changed at or after `since` (all when `None`).
+    /// Records of `entity` changed at or after `since` (all when `None`), oldest change
+    /// first, one page per call. `since` is in the application's own clock (the engine's
+    /// watermark is the newest [`ExternalClient::updated_at`] it listed). A record created,
+    /// edited or deleted while a listing runs must never make another be skipped: an API
+    /// paged by offset lists through [`crate::listing::OffsetCursor`]; records read twice
+    /// are de-duplicated by the engine.
     async fn list_changed(
         &self,
         entity: &EntityDef,
@@ -172,7 +177,11 @@ pub trait ExternalClient: Send + Sync {
     /// Creates a record from mapped fields; returns the record as stored.
     async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError>;
 
-    /// Updates the mapped fields of a record, keeping the rest; returns the record as stored.
+    /// Updates a record with `fields`: only the mapped values that changed in the hub since
+    /// the application and the hub last agreed (every mapped value for an entity that
+    /// cannot be read); everything else is kept as the application's users left it.
+    /// Returns the record as stored. A change the application cannot make (a move its API
+    /// has no operation for) is refused with [`ApiError::Permanent`] saying why.
     async fn update(&self, entity: &EntityDef, id: &str, fields: &Value)
         -> Result<Value, ApiError>;
 
@@ -191,6 +200,8 @@ pub trait ExternalClient: Send + Sync {
     }
 
     fn record_id(&self, entity: &EntityDef, record: &Value) -> Option<String>;
+    /// When the record last changed, as the application reports it (`None` when its
+    /// records carry no time: the engine then uses the application's `Date` header).
     fn updated_at(&self, entity: &EntityDef, record: &Value) -> Option<DateTime<Utc>>;
     fn display_name(&self, entity: &EntityDef, record: &Value) -> Option<String>;
 }
