@@ -397,6 +397,48 @@ async fn an_edit_during_a_paged_listing_never_makes_another_record_vanish() {
     }
 }
 
+/// 4b. A client deleted while WorkflowMax's numbered pages are read never makes another
+/// one vanish.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_during_a_numbered_listing_never_makes_another_record_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 0,
+                wfm: true,
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let uuids: Vec<String> = (1..=5)
+            .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
+            .collect();
+        let first = uuids[0].clone();
+        o.wfm().before_list(
+            2,
+            Box::new(move |f| {
+                f.remove_client(&first);
+            }),
+        );
+        o.sync().await;
+        let names: Vec<String> = o
+            .hub("Organization")
+            .iter()
+            .map(|h| text(&h.data, "name"))
+            .collect();
+        for i in 2..=5 {
+            assert!(
+                names.contains(&format!("Client {i}")),
+                "{}: Client {i} never reached the hub: {names:?}",
+                &*db
+            );
+        }
+    }
+}
+
 /// 5. The incremental window is the application's clock, not Ferry's.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_application_whose_clock_runs_behind_loses_no_edit() {

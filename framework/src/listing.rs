@@ -101,6 +101,79 @@ impl OffsetCursor {
     }
 }
 
+/// Where a page-numbered listing is (`page`, `pagesize` APIs such as WorkflowMax's): the
+/// page to ask for next and the list's size when the listing began. Such a list cannot be
+/// read with overlapping pages, but it reports its size: when it shrinks under the reader,
+/// a row before the reader's position may have gone and every row behind it moved back
+/// one place, past the reader, so the listing starts again from the first page (a bounded
+/// number of times). Rows added at the end move nothing back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NumberedCursor {
+    /// The page to ask for, from 1.
+    pub page: usize,
+    /// The list's total when the listing began, if the API reports one.
+    pub total: Option<usize>,
+    /// How often the listing started again.
+    pub restarts: u32,
+}
+
+impl NumberedCursor {
+    /// Reads a page token (`None`: the first page).
+    pub fn from_token(token: Option<&str>) -> Result<NumberedCursor, ApiError> {
+        match token {
+            None => Ok(NumberedCursor {
+                page: 1,
+                ..NumberedCursor::default()
+            }),
+            Some(t) => serde_json::from_str(t)
+                .map_err(|e| ApiError::Malformed(format!("bad page token {t:?}: {e}"))),
+        }
+    }
+
+    /// The token of what follows a page that returned `returned` rows of `size` asked,
+    /// with the list's reported `total`; `None` when the list is done.
+    pub fn next(
+        &self,
+        total: Option<usize>,
+        returned: usize,
+        size: usize,
+    ) -> Result<Option<String>, ApiError> {
+        let started = self.total.or(total);
+        if let (Some(then), Some(now)) = (started, total) {
+            if now < then {
+                if self.restarts >= MAX_RESTARTS {
+                    return Err(ApiError::Transient(format!(
+                        "the list kept shrinking while it was read ({} restarts); it is read again next run",
+                        self.restarts
+                    )));
+                }
+                let again = NumberedCursor {
+                    page: 1,
+                    total: None,
+                    restarts: self.restarts + 1,
+                };
+                return Ok(Some(again.token()));
+            }
+        }
+        let more = match total {
+            Some(t) => self.page * size < t,
+            None => returned == size,
+        };
+        Ok((more && returned > 0).then(|| {
+            NumberedCursor {
+                page: self.page + 1,
+                total: started,
+                restarts: self.restarts,
+            }
+            .token()
+        }))
+    }
+
+    fn token(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +231,33 @@ mod tests {
         });
         for id in 9..=40 {
             assert!(read.contains(&id), "{id} was skipped");
+        }
+    }
+
+    #[test]
+    fn a_numbered_listing_starts_again_when_the_list_shrinks_under_it() {
+        let mut rows: Vec<u32> = (1..=9).collect();
+        let mut token: Option<String> = None;
+        let mut read = Vec::new();
+        for call in 0..20 {
+            if call == 1 {
+                rows.remove(0); // deleted while page 2 is on its way
+            }
+            let cur = NumberedCursor::from_token(token.as_deref()).unwrap();
+            let page: Vec<u32> = rows
+                .iter()
+                .copied()
+                .skip((cur.page - 1) * 3)
+                .take(3)
+                .collect();
+            read.extend(&page);
+            match cur.next(Some(rows.len()), page.len(), 3).unwrap() {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        for id in 2..=9 {
+            assert!(read.contains(&id), "{id} was skipped: {read:?}");
         }
     }
 

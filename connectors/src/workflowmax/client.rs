@@ -11,6 +11,7 @@ use ferry_framework::connector::ConnectionContext;
 use ferry_framework::entity::{EntityDef, ExternalClient, Fetched, Page, PageRequest};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
 use ferry_framework::http::{ApiError, Transport};
+use ferry_framework::listing::NumberedCursor;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
@@ -518,12 +519,10 @@ impl ExternalClient for WorkflowMaxClient {
                 "Contacts are listed with their Client".into(),
             ));
         }
-        let number: usize = match &page.token {
-            Some(t) => t
-                .parse()
-                .map_err(|_| ApiError::Malformed(format!("bad page token {t:?}")))?,
-            None => 1,
-        };
+        // Paged by number: a client deleted during the listing moves the rest back one
+        // place, so the listing restarts when TotalRecords shrinks (framework listing).
+        let cursor = NumberedCursor::from_token(page.token.as_deref())?;
+        let number = cursor.page;
         let size = page.size.max(1);
         let mut query = vec![
             ("detailed", "true".to_string()),
@@ -556,13 +555,9 @@ impl ExternalClient for WorkflowMaxClient {
             }
         }
         let total = text(r.get("TotalRecords")).and_then(|t| t.parse::<usize>().ok());
-        let more = match total {
-            Some(t) => number * size < t,
-            None => n == size,
-        };
         Ok(Page {
             records,
-            next: (more && n > 0).then(|| (number + 1).to_string()),
+            next: cursor.next(total, n, size)?,
         })
     }
 

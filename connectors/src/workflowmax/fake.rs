@@ -138,7 +138,12 @@ struct Inner {
     peak_in_flight: usize,
     refused: u64,
     clock: Option<DateTime<Utc>>,
+    /// What users do just before the n-th list request is answered, by request number.
+    before_list: Vec<(u64, ListHook)>,
 }
+
+/// A change a user makes while a listing is under way.
+pub type ListHook = Box<dyn FnOnce(&FakeWorkflowMax) + Send>;
 
 /// Handle on the fake's state, shared with its server.
 #[derive(Clone)]
@@ -316,6 +321,23 @@ impl FakeWorkflowMax {
         let mut f = fields.as_object().cloned().unwrap_or_default();
         f.insert("Name".into(), name.into());
         insert_client(&mut g, f)
+    }
+
+    /// Deletes a client and its contacts, as a user would in the UI (the list shrinks).
+    pub fn remove_client(&self, uuid: &str) -> bool {
+        let mut g = self.lock();
+        let Some(seq) = g.by_uuid.remove(uuid) else {
+            return false;
+        };
+        g.clients.remove(&seq);
+        g.contacts.retain(|_, c| c.client != uuid);
+        g.edits += 1;
+        true
+    }
+
+    /// Runs `hook` just before the `n`-th list request (from 1) is answered.
+    pub fn before_list(&self, n: u64, hook: ListHook) {
+        self.lock().before_list.push((n, hook));
     }
 
     /// Adds a contact under a client; returns its UUID.
@@ -682,6 +704,18 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let _g = gate!(fake, headers, "list", Target::List);
+    let due: Vec<ListHook> = {
+        let mut g = fake.lock();
+        let n = g.calls.get("list").copied().unwrap_or(0);
+        let (now, later) = std::mem::take(&mut g.before_list)
+            .into_iter()
+            .partition(|(at, _)| *at == n);
+        g.before_list = later;
+        now.into_iter().map(|(_, h)| h).collect()
+    };
+    for hook in due {
+        hook(&fake);
+    }
     let since = match q.get("modifiedsince") {
         Some(s) => match parse_since(s) {
             Some(t) => Some(t),
