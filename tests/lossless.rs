@@ -596,6 +596,56 @@ async fn a_move_the_target_cannot_make_is_not_reverted_at_the_source() {
     }
 }
 
+/// An upgraded database: id maps linked before bases existed take their current values as
+/// their base on the first run, and edits to different fields merge from then on.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_linked_before_bases_existed_take_their_current_values_as_base() {
+    use diesel::RunQueryDsl;
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&db, Setup::default()).await;
+        let so = &o.so[0];
+        let id = so.add_contact("Legacy AS", "NO9", "");
+        o.sync().await;
+        // What the previous release left: no bases, and (the migration) no watermark.
+        let mut c = o.engine.store.conn().unwrap();
+        diesel::sql_query("UPDATE id_maps SET base = NULL")
+            .execute(&mut *c)
+            .unwrap();
+        diesel::sql_query("UPDATE sync_cursors SET watermark = NULL")
+            .execute(&mut *c)
+            .unwrap();
+        drop(c);
+        o.sync().await;
+        assert!(
+            o.idmaps("so_a").iter().all(|m| m.base.is_some()),
+            "{}",
+            &*db
+        );
+        let uid = o
+            .hub_named("Organization", "name", "Legacy AS")
+            .unwrap()
+            .uid;
+        so.edit("Contact", id, json!({"Department": "Sales"}));
+        let mut data = o
+            .engine
+            .store
+            .hub_get(o.org_id(), &uid)
+            .unwrap()
+            .unwrap()
+            .data;
+        data["phone"] = json!("+47 22 00 00 00");
+        o.put("Organization", Some(&uid), data);
+        o.sync().await;
+        let c = so.contact(id).unwrap();
+        assert_eq!(c["Department"], "Sales", "{}", &*db);
+        assert_eq!(text(&c, "Phones.0.Value"), "+47 22 00 00 00", "{}", &*db);
+        let hub = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(hub.data["department"], "Sales");
+        idle(&o).await;
+    }
+}
+
 /// 9. A hub record changed between a writer's read and its write is not overwritten.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_hub_write_is_refused() {

@@ -269,9 +269,13 @@ impl EntitySync<'_> {
     ) -> Option<String> {
         let base = match k.map.base.as_deref() {
             Some(text) => merge::base_from_text(Some(text)).unwrap_or_default(),
-            // Linked before bases existed: the hub's values are taken as agreed, so the
-            // application's differences come in (a tie goes to the application).
-            None => fields.project(&h.data, false),
+            // Linked before bases existed. A hub unchanged since that link's last sync
+            // holds what was agreed; a hub changed too leaves nothing known as agreed, so
+            // every difference is settled by the policy.
+            None if k.map.hub_hash.as_deref() == Some(content_hash(&h.data).as_str()) => {
+                fields.project(&h.data, false)
+            }
+            None => Fields::new(),
         };
         Some(self.merge_into(k, h, base, fields, staged))
     }

@@ -22,3 +22,6 @@ CREATE TABLE conflicts (
   created_at TIMESTAMP NOT NULL
 );
 CREATE INDEX conflicts_by_connection ON conflicts (connection_id, id);
+-- The first run after the upgrade reads every application's records once (as a first sync
+-- does), so every linked record still there takes its current values as its base.
+UPDATE sync_cursors SET watermark = NULL;
