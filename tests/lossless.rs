@@ -646,6 +646,66 @@ async fn records_linked_before_bases_existed_take_their_current_values_as_base()
     }
 }
 
+/// A rule that is not invertible (a lowercase, WorkflowMax's one Name split in two) never
+/// rewrites a field whose source did not change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lossy_rule_never_rewrites_a_field_that_did_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                wfm: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let so = &o.so[0];
+        let acme = so.add_contact("Acme AS", "", "");
+        let p = so.add_person("Ingrid", "Solberg", "Ingrid@Acme.example", Some(acme));
+        let client = o.wfm().add_client("Acme AS", json!({}));
+        let mary = o
+            .wfm()
+            .add_contact(
+                &client,
+                "Mary Ann Smith",
+                json!({"Email": "mary@acme.example"}),
+            )
+            .unwrap();
+        o.sync().await;
+        for email in ["ingrid@acme.example", "mary@acme.example"] {
+            let h = o.hub_named("Person", "email", email).unwrap();
+            let mut data = h.data.clone();
+            data["job_title"] = json!("Director");
+            o.put("Person", Some(&h.uid), data);
+        }
+        o.sync().await;
+        let ingrid = so.person(p).unwrap();
+        assert_eq!(
+            text(&ingrid, "Emails.0.Value"),
+            "Ingrid@Acme.example",
+            "{}",
+            &*db
+        );
+        assert_eq!(ingrid["Title"], "Director");
+        let m = o.wfm().contact(&mary).unwrap();
+        assert_eq!(m["Name"], "Mary Ann Smith", "{}", &*db);
+        // A last name changed in the hub keeps the first name WorkflowMax holds.
+        let h = o.hub_named("Person", "email", "mary@acme.example").unwrap();
+        let mut data = h.data.clone();
+        data["last_name"] = json!("Jones");
+        o.put("Person", Some(&h.uid), data);
+        o.sync().await;
+        assert_eq!(
+            o.wfm().contact(&mary).unwrap()["Name"],
+            "Mary Jones",
+            "{}",
+            &*db
+        );
+        idle(&o).await;
+    }
+}
+
 /// 9. A hub record changed between a writer's read and its write is not overwritten.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_hub_write_is_refused() {
