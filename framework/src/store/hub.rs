@@ -13,6 +13,10 @@ use super::{insert_many, AnyConnection, Store};
 /// When each hub field was last edited (field name → time), as its source reported it.
 pub type FieldTimes = std::collections::BTreeMap<String, DateTime<Utc>>;
 
+/// The key of a [`FieldTimes`] entry that stands for every field without one of its own: a
+/// record created from one source at one time stores one time, not one per field.
+pub const EVERY_FIELD: &str = "*";
+
 fn times_text(t: &FieldTimes) -> Option<String> {
     (!t.is_empty()).then(|| serde_json::to_string(t).unwrap_or_default())
 }
@@ -368,8 +372,11 @@ impl Store {
 /// A record's field times after `data` replaces `current`: the fields whose values changed
 /// were edited at `at`, the others keep theirs.
 fn edited_fields(current: Option<&HubRecord>, data: &Value, at: DateTime<Utc>) -> FieldTimes {
-    let mut times = current.map(|h| h.field_times.clone()).unwrap_or_default();
-    let old = current.map(|h| &h.data);
+    let Some(current) = current else {
+        return [(EVERY_FIELD.to_string(), at)].into();
+    };
+    let mut times = current.field_times.clone();
+    let old = Some(&current.data);
     for (k, v) in data.as_object().into_iter().flatten() {
         if old.and_then(|o| o.get(k)) != Some(v) {
             times.insert(k.clone(), at);

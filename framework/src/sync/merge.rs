@@ -18,8 +18,7 @@ use crate::mapping::{MappedField, Mapping};
 /// Mapped field values by field name (a mapping's hub path: `email`, `address.city`).
 pub type Fields = BTreeMap<String, Value>;
 
-/// When each hub field was last edited, as the source that brought the edit reported it.
-pub type FieldTimes = BTreeMap<String, DateTime<Utc>>;
+pub use crate::store::hub::{FieldTimes, EVERY_FIELD};
 
 /// The side a settled conflict went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -407,12 +407,7 @@ impl EntitySync<'_> {
         self.counts.created_in_hub += 1;
         self.note(|| format!("hub: create {label}"));
         let uid = uuid::Uuid::now_v7().to_string();
-        let times: FieldTimes = data
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(f, _)| (f.clone(), k.edited))
-            .collect();
+        let times: FieldTimes = [(merge::EVERY_FIELD.to_string(), k.edited)].into();
         let write = self.hub_write(&uid, None, &data, times);
         k.map.hub_id = Some(uid.clone());
         k.map.last_push_to_hub = Some(now());
