@@ -17,8 +17,27 @@ pub type FieldTimes = std::collections::BTreeMap<String, DateTime<Utc>>;
 /// record created from one source at one time stores one time, not one per field.
 pub const EVERY_FIELD: &str = "*";
 
+/// Field times as stored: `{"field": milliseconds since the epoch}` (integers: written for
+/// every record a first sync creates, where formatting dates costs).
 fn times_text(t: &FieldTimes) -> Option<String> {
-    (!t.is_empty()).then(|| serde_json::to_string(t).unwrap_or_default())
+    let millis: std::collections::BTreeMap<&str, i64> = t
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.timestamp_millis()))
+        .collect();
+    (!t.is_empty()).then(|| serde_json::to_string(&millis).unwrap_or_default())
+}
+
+/// Reads stored field times; unreadable ones count as none (the record's time is used).
+fn times_of(text: Option<&str>) -> FieldTimes {
+    let Some(millis) =
+        text.and_then(|t| serde_json::from_str::<std::collections::BTreeMap<String, i64>>(t).ok())
+    else {
+        return FieldTimes::new();
+    };
+    millis
+        .into_iter()
+        .filter_map(|(k, ms)| Some((k, DateTime::from_timestamp_millis(ms)?)))
+        .collect()
 }
 
 /// One hub record as the engine sees it.
@@ -56,11 +75,7 @@ impl Row {
             seq: self.seq,
             updated_at: self.updated_at.and_utc(),
             origin_connection_id: self.origin_connection_id,
-            field_times: self
-                .field_times
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or_default(),
+            field_times: times_of(self.field_times.as_deref()),
         })
     }
 }

@@ -221,6 +221,20 @@ pub fn base_to_text(base: &Fields) -> String {
     serde_json::to_string(base).unwrap_or_default()
 }
 
+impl FieldSet {
+    /// The base text of a hub-shaped record's fields read from the application, written
+    /// straight from the record (a first sync writes one per record).
+    pub fn base_text(&self, data: &Value) -> String {
+        let fields: BTreeMap<&str, &Value> = self
+            .fields
+            .iter()
+            .filter(|f| f.inbound)
+            .filter_map(|f| Some((f.name.as_str(), f.path.get(data)?)))
+            .collect();
+        serde_json::to_string(&fields).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,7 +214,7 @@ impl EntitySync<'_> {
         }
         if m.base.is_none() {
             let fields = FieldSet::of(self.mapping);
-            m.base = Some(merge::base_to_text(&fields.project(values, true)));
+            m.base = Some(fields.base_text(values));
             changed = true;
         }
         changed
@@ -411,7 +411,7 @@ impl EntitySync<'_> {
         let write = self.hub_write(&uid, None, &data, times);
         k.map.hub_id = Some(uid.clone());
         k.map.last_push_to_hub = Some(now());
-        k.map.base = Some(merge::base_to_text(&fields.project(&data, true)));
+        k.map.base = Some(fields.base_text(&data));
         k.map.agreed(k.hash, write.data.hash().to_string());
         if let Some(why) = ambiguity {
             // Reported on the id map and counted in the run; the record stays itself.
