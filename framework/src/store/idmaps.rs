@@ -161,6 +161,14 @@ impl IdMap {
         self.updated_at = super::orgs::now();
     }
 
+    /// The application holds the hub's values: a pending push is done. A pending pull
+    /// stays (no push clears it).
+    pub fn reached_external(&mut self) {
+        if self.waiting() != Some(Side::Hub) {
+            self.settled();
+        }
+    }
+
     /// The application lacks hub values: a durable pending push, which no pull clears
     /// until the application holds them. An error of an earlier attempt stays.
     pub fn push_pending(&mut self) {

@@ -173,7 +173,7 @@ impl EntitySync<'_> {
                     // The application already holds this content.
                     self.counts.skipped += 1;
                     m.hub_hash = Some(h);
-                    m.settled();
+                    m.reached_external();
                     done.push(m);
                     continue;
                 }
@@ -267,7 +267,7 @@ impl EntitySync<'_> {
                     w.map.base = Some(merge::base_to_text(&agreed(&w, &fields)));
                     w.map.hub_hash = Some(h);
                     w.map.set_state(LinkState::Linked);
-                    w.map.settled();
+                    w.map.reached_external();
                     w.map.last_push_to_external = Some(now());
                 }
                 Err(ApiError::NotFound(msg)) if matches!(w.action, Action::Update(_)) => {
