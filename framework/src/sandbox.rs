@@ -45,3 +45,32 @@ pub trait SandboxApp: Send + Sync {
     /// Stops enforcing the application's call limits (benchmarks measure Ferry, not them).
     fn lift_limits(&self) {}
 }
+
+/// What a fake's users do while a listing is under way: each hook runs just before the
+/// n-th list request (counted from 1 over the fake's life) is answered. One facility for
+/// every fake, so tests of edits, deletions and shifts during a listing read the same.
+pub struct ListHooks<F: ?Sized> {
+    due: Vec<(u64, Box<F>)>,
+}
+
+impl<F: ?Sized> Default for ListHooks<F> {
+    fn default() -> Self {
+        ListHooks { due: Vec::new() }
+    }
+}
+
+impl<F: ?Sized> ListHooks<F> {
+    /// Runs `hook` before the `n`-th list request.
+    pub fn add(&mut self, n: u64, hook: Box<F>) {
+        self.due.push((n, hook));
+    }
+
+    /// The hooks due at list request `n`, taken out (run them without the fake's lock).
+    pub fn take_due(&mut self, n: u64) -> Vec<Box<F>> {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.due)
+            .into_iter()
+            .partition(|(at, _)| *at == n);
+        self.due = later;
+        now.into_iter().map(|(_, h)| h).collect()
+    }
+}

@@ -63,7 +63,7 @@ struct Inner {
     webhook: Option<(String, Option<String>)>,
     /// What users do just before the n-th list request is answered (edits during a
     /// listing), by list request number.
-    before_list: Vec<(u64, ListHook)>,
+    before_list: ferry_framework::sandbox::ListHooks<dyn FnOnce(&FakeSuperOffice) + Send>,
 }
 
 /// A change a user makes while a listing is under way.
@@ -148,7 +148,7 @@ impl FakeSuperOffice {
     /// Runs `hook` (a user's edit, say) just before the `n`-th list request (counting
     /// from 1 over the fake's life) is answered.
     pub fn before_list(&self, n: u64, hook: ListHook) {
-        self.lock().before_list.push((n, hook));
+        self.lock().before_list.add(n, hook);
     }
 
     /// Serves `failure` for the next request of kind `target`.
@@ -712,14 +712,10 @@ async fn list(
     if let Err(r) = gate(&fake, &headers, "list", target).await {
         return *r;
     }
-    let due: Vec<ListHook> = {
+    let due = {
         let mut g = fake.lock();
         let n = g.calls.get("list").copied().unwrap_or(0);
-        let (now, later) = std::mem::take(&mut g.before_list)
-            .into_iter()
-            .partition(|(at, _)| *at == n);
-        g.before_list = later;
-        now.into_iter().map(|(_, h)| h).collect()
+        g.before_list.take_due(n)
     };
     for hook in due {
         hook(&fake);

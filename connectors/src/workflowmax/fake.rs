@@ -139,7 +139,7 @@ struct Inner {
     refused: u64,
     clock: Option<DateTime<Utc>>,
     /// What users do just before the n-th list request is answered, by request number.
-    before_list: Vec<(u64, ListHook)>,
+    before_list: ferry_framework::sandbox::ListHooks<dyn FnOnce(&FakeWorkflowMax) + Send>,
 }
 
 /// A change a user makes while a listing is under way.
@@ -337,7 +337,7 @@ impl FakeWorkflowMax {
 
     /// Runs `hook` just before the `n`-th list request (from 1) is answered.
     pub fn before_list(&self, n: u64, hook: ListHook) {
-        self.lock().before_list.push((n, hook));
+        self.lock().before_list.add(n, hook);
     }
 
     /// Adds a contact under a client; returns its UUID.
@@ -704,14 +704,10 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let _g = gate!(fake, headers, "list", Target::List);
-    let due: Vec<ListHook> = {
+    let due = {
         let mut g = fake.lock();
         let n = g.calls.get("list").copied().unwrap_or(0);
-        let (now, later) = std::mem::take(&mut g.before_list)
-            .into_iter()
-            .partition(|(at, _)| *at == n);
-        g.before_list = later;
-        now.into_iter().map(|(_, h)| h).collect()
+        g.before_list.take_due(n)
     };
     for hook in due {
         hook(&fake);

@@ -188,19 +188,10 @@ async fn org_conflicts(
     Query(q): Query<ConflictQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let oid = match org_id(&rt, &org) {
-        Ok(o) => o,
+    let ids: Vec<i64> = match readable_connections(&rt, &org, &headers) {
+        Ok(n) => n.into_keys().collect(),
         Err(r) => return r,
     };
-    if let Err(r) = authorize(&rt, &headers, oid, scope::READ) {
-        return r;
-    }
-    let ids: Vec<i64> = rt
-        .connections
-        .iter()
-        .filter(|p| p.org.slug == org)
-        .map(|p| p.connection_id)
-        .collect();
     match rt
         .store()
         .conflicts_of(&ids, q.limit.unwrap_or(100).clamp(1, 1000))
@@ -256,6 +247,22 @@ fn authorize(
     let key = authenticate(rt, headers)?;
     permit(&key, org_id, need)?;
     Ok(key)
+}
+
+/// An organization's connections (id → name) for a caller with the read scope.
+fn readable_connections(
+    rt: &Runtime,
+    org: &str,
+    headers: &HeaderMap,
+) -> Result<HashMap<i64, String>, Response> {
+    let oid = org_id(rt, org)?;
+    authorize(rt, headers, oid, scope::READ)?;
+    Ok(rt
+        .connections
+        .iter()
+        .filter(|p| p.org.slug == org)
+        .map(|p| (p.connection_id, p.config.name.clone()))
+        .collect())
 }
 
 fn org_id(rt: &Runtime, slug: &str) -> Result<Option<i64>, Response> {
@@ -480,19 +487,10 @@ async fn org_idmaps(
     Query(q): Query<IdMapQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let oid = match org_id(&rt, &org) {
-        Ok(o) => o,
+    let names = match readable_connections(&rt, &org, &headers) {
+        Ok(n) => n,
         Err(r) => return r,
     };
-    if let Err(r) = authorize(&rt, &headers, oid, scope::READ) {
-        return r;
-    }
-    let names: HashMap<i64, String> = rt
-        .connections
-        .iter()
-        .filter(|p| p.org.slug == org)
-        .map(|p| (p.connection_id, p.config.name.clone()))
-        .collect();
     let ids: Vec<i64> = names.keys().copied().collect();
     let page = q.page.unwrap_or(1).max(1);
     let per_page = q.per_page.unwrap_or(100).clamp(1, 1000);
