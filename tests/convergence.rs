@@ -117,6 +117,9 @@ impl Model {
                 if take {
                     self.hub.insert(f, ext);
                     self.hub_time.insert(f, self.app_time[x]);
+                } else {
+                    // The losing value is settled; the hub's stays pending for x.
+                    self.base[x].insert(f, ext);
                 }
             }
             for f in FIELDS {

@@ -80,9 +80,7 @@ impl OffsetCursor {
                 next: again.token(),
             });
         }
-        let keep: Vec<usize> = (0..ids.len())
-            .filter(|&i| !self.tail.contains(&ids[i]))
-            .collect();
+        let keep = self.unread(ids, back);
         let full = ids.len() >= count;
         let next = full.then(|| {
             let start = ids.len().saturating_sub(OVERLAP);
@@ -94,6 +92,26 @@ impl OffsetCursor {
             .token()
         });
         Ok(Advance::Rows { keep, next })
+    }
+
+    /// The rows of a window not read before. A row of the page before is dropped where
+    /// the overlap holds it in its old order; one found out of that order, or past the
+    /// overlap, was edited meanwhile (the list is sorted by update time: it moved) and is
+    /// read again.
+    fn unread(&self, ids: &[String], back: usize) -> Vec<usize> {
+        let mut last: Option<usize> = None;
+        (0..ids.len())
+            .filter(|&i| {
+                let Some(t) = self.tail.iter().position(|x| *x == ids[i]) else {
+                    return true;
+                };
+                if i >= back || last.is_some_and(|l| t < l) {
+                    return true;
+                }
+                last = Some(t);
+                false
+            })
+            .collect()
     }
 
     fn token(&self) -> String {

@@ -391,9 +391,8 @@ fn edited_fields(current: Option<&HubRecord>, data: &Value, at: DateTime<Utc>) -
         return [(EVERY_FIELD.to_string(), at)].into();
     };
     let mut times = current.field_times.clone();
-    let old = Some(&current.data);
     for (k, v) in data.as_object().into_iter().flatten() {
-        if old.and_then(|o| o.get(k)) != Some(v) {
+        if current.data.get(k) != Some(v) {
             times.insert(k.clone(), at);
         }
     }

@@ -417,6 +417,23 @@ impl Store {
             .load(c)?)
     }
 
+    /// Creates into the application whose answer never came (`pending_create`, no external
+    /// id yet), to be recognized when the record they left is listed.
+    pub fn interrupted_creates(
+        c: &mut AnyConnection,
+        connection_id: i64,
+        external_entity: &str,
+    ) -> Result<Vec<IdMap>> {
+        Ok(id_maps::table
+            .filter(id_maps::connection_id.eq(connection_id))
+            .filter(id_maps::external_entity.eq(external_entity))
+            .filter(id_maps::retry_to.eq(Side::External.as_str()))
+            .filter(id_maps::state.eq(LinkState::PendingCreate.as_str()))
+            .filter(id_maps::external_id.is_null())
+            .select(IdMap::as_select())
+            .load(c)?)
+    }
+
     /// One page of the id maps `filter` picks, from the `offset`-th on, with the total
     /// matching: what a paged view (the API's `/idmaps`) shows.
     pub fn idmaps_page(

@@ -122,6 +122,12 @@ pub fn settle(s: &Sides<'_>) -> Settled {
             out.base.insert(f.clone(), ext.clone());
         }
     }
+    // The application's value that lost is settled: it is not an edit to weigh again (a
+    // later pull would otherwise re-decide it by a newer record time, one an edit to
+    // another field gave the record); the hub's value stays pending for the application.
+    for c in out.conflicts.iter().filter(|c| c.winner == Winner::Hub) {
+        out.base.insert(c.field.clone(), c.external.clone());
+    }
     out.push = s.outbound.iter().any(|f| {
         hub_after(f).is_some_and(|h| h != base_of(&out.base, f))
             && s.external.get(f) != hub_after(f)
@@ -197,7 +203,8 @@ impl FieldSet {
 }
 
 /// A field's edit time: its own, else its top-level field's (an operator's write records
-/// top-level fields), else the record's.
+/// top-level fields), else the one every field of the record took when it was created
+/// ([`EVERY_FIELD`]), else the record's.
 pub fn field_time(
     times: &FieldTimes,
     field: &str,
@@ -207,6 +214,7 @@ pub fn field_time(
     times
         .get(field)
         .or_else(|| times.get(root))
+        .or_else(|| times.get(EVERY_FIELD))
         .copied()
         .or(record)
 }

@@ -223,6 +223,8 @@ impl EntitySync<'_> {
             for w in work.iter_mut() {
                 if let Action::Create { recovering: false } = w.action {
                     w.map.begin_create();
+                    // What is sent, so the record it leaves is known if no answer comes.
+                    w.map.base = Some(fields.base_text(&w.rec.data));
                     w.map.id = Store::save_idmap(c, &w.map)?;
                 }
             }
@@ -263,8 +265,17 @@ impl EntitySync<'_> {
                         w.map.set_item_ids(&ids);
                     }
                     w.map.external_id = Some(ext_id);
-                    w.map.ext_hash = Some(external_fingerprint(self.mapping, &stored, &refs));
-                    w.map.base = Some(merge::base_to_text(&agreed(&w, &fields)));
+                    let base = agreed(&w, &fields);
+                    // What the application answered is Ferry's own write (an echo the next
+                    // pull passes over) unless it also holds an edit of a field the update
+                    // did not send, made since the application was last read: then the
+                    // next pull must read it.
+                    w.map.ext_hash =
+                        match self.holds_unread_edit(&w, &stored, &base, &fields, &refs) {
+                            true => None,
+                            false => Some(external_fingerprint(self.mapping, &stored, &refs)),
+                        };
+                    w.map.base = Some(merge::base_to_text(&base));
                     w.map.hub_hash = Some(h);
                     w.map.set_state(LinkState::Linked);
                     w.map.reached_external();
@@ -395,6 +406,28 @@ fn agreed(w: &Work, fields: &FieldSet) -> Fields {
             base
         }
         _ => hub,
+    }
+}
+
+impl EntitySync<'_> {
+    /// Whether an updated record, as the application answered, holds a value of a field
+    /// the update did not send that differs from the base: a user's edit made since the
+    /// last read.
+    fn holds_unread_edit(
+        &self,
+        w: &Work,
+        stored: &Value,
+        base: &Fields,
+        fields: &FieldSet,
+        refs: &PageRefs,
+    ) -> bool {
+        let (Some(changed), Ok(seen)) = (&w.changed, self.mapping.to_hub(stored, refs)) else {
+            return false;
+        };
+        fields
+            .project(&seen, true)
+            .iter()
+            .any(|(f, v)| !changed.contains(f) && base.get(f).unwrap_or(&Value::Null) != v)
     }
 }
 

@@ -49,6 +49,9 @@ struct Matches {
     ambiguous: HashSet<String>,
     /// Hub records whose create into this application was interrupted, by hub id.
     pending: HashMap<String, IdMap>,
+    /// Interrupted creates (their id maps, with what was sent as their base, and the hub
+    /// records), for a record they left in the application to be recognized by content.
+    interrupted: Vec<(IdMap, HubRecord)>,
     /// Hub records already claimed in this page.
     claimed: HashSet<String>,
 }
@@ -251,12 +254,57 @@ impl EntitySync<'_> {
                     m.state() == LinkState::PendingCreate && m.external_id.is_none()
                 });
         out.pending = pending;
+        if candidates.iter().any(|k| k.map.hub_id.is_none()) {
+            out.interrupted = self.interrupted_creates(c)?;
+        }
         for (k, h) in found {
             if !taken.contains_key(&h.uid) {
                 out.free.entry(k).or_insert(h);
             }
         }
         Ok(out)
+    }
+
+    /// This connection's creates whose answer never came, with their hub records.
+    fn interrupted_creates(&self, c: &mut AnyConnection) -> Result<Vec<(IdMap, HubRecord)>> {
+        let cid = self.p.connection_id;
+        let maps = Store::interrupted_creates(c, cid, self.def.external_entity)?;
+        let uids: Vec<String> = maps.iter().filter_map(|m| m.hub_id.clone()).collect();
+        let mut hubs: HashMap<String, HubRecord> = Store::hub_get_many(c, self.p.org_id, &uids)?
+            .into_iter()
+            .map(|h| (h.uid.clone(), h))
+            .collect();
+        Ok(maps
+            .into_iter()
+            .filter_map(|m| {
+                let h = hubs.remove(m.hub_id.as_deref()?)?;
+                Some((m, h))
+            })
+            .collect())
+    }
+
+    /// A record not linked yet that an interrupted create left in the application: it
+    /// holds every value the create sent (the pending id map's base), whatever the hub
+    /// record has become since. Taken out of `matches` when found.
+    fn left_by_create(
+        &self,
+        k: &Candidate,
+        matches: &mut Matches,
+        fields: &FieldSet,
+    ) -> Option<(IdMap, HubRecord, Fields)> {
+        let external = fields.project(&k.values, true);
+        let at = matches.interrupted.iter().position(|(m, h)| {
+            let sent = merge::base_from_text(m.base.as_deref()).unwrap_or_default();
+            !sent.is_empty()
+                && !matches.claimed.contains(&h.uid)
+                && sent
+                    .iter()
+                    .all(|(f, v)| external.get(f).unwrap_or(&Value::Null) == v)
+        })?;
+        let (m, h) = matches.interrupted.swap_remove(at);
+        let sent = merge::base_from_text(m.base.as_deref()).unwrap_or_default();
+        matches.pending.remove(&h.uid);
+        Some((m, h, sent))
     }
 
     /// A record linked to a hub record: merged field by field against its base.
@@ -289,6 +337,12 @@ impl EntitySync<'_> {
         refs: &PageRefs,
         staged: &mut Staged,
     ) -> Option<String> {
+        if let Some((p, h, sent)) = self.left_by_create(&k, matches, fields) {
+            // What the create sent is what both sides agreed on; later hub edits go out.
+            k.map.id = p.id;
+            k.map.hub_hash = p.hub_hash;
+            return Some(self.merge_into(k, h, sent, fields, staged));
+        }
         let key = self.engine.hub.match_key(self.def.hub_entity, &k.values);
         let ambiguous = key.as_ref().filter(|k| matches.ambiguous.contains(*k)).map(|key| {
             let on = self
