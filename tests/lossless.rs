@@ -771,8 +771,9 @@ async fn concurrent_pulls_of_two_connections_keep_both_edits() {
                 o.engine.run(&o.conns[0], &opts, &|_| {}),
                 o.engine.run(&o.conns[1], &opts, &|_| {})
             );
-            ra.unwrap();
-            rb.unwrap();
+            for r in [ra.unwrap(), rb.unwrap()] {
+                assert!(!r.has_errors(), "{}: {r:?}", &*db);
+            }
             let h = o.hub_named("Organization", "name", "Shared AS").unwrap();
             assert_eq!(h.data["department"], format!("dept-{round}"), "{}", &*db);
             assert_eq!(h.data["org_number"], format!("NO-{round}"), "{}", &*db);

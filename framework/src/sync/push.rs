@@ -7,7 +7,7 @@ use anyhow::Result;
 use diesel::Connection;
 use serde_json::Value;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use super::merge::{self, FieldSet, Fields};
 use super::support::{content_hash, external_fingerprint, PageRefs};
@@ -47,7 +47,8 @@ impl EntitySync<'_> {
             updated_at: now(),
         });
         // A record is written at most once a run: one retried here (and refused again,
-        // say) waits for the next run instead of being sent twice.
+        // say) waits for the next run instead of being sent twice; a version of it that
+        // another writer committed since is a new change and goes out.
         let retried = self.push_retries().await?;
         // Every record up to here is committed: the ones the query passes over (already in
         // the application) are behind the cursor once the loop is done.
@@ -70,7 +71,7 @@ impl EntitySync<'_> {
             seq = last.seq;
             let n = recs.len();
             cur.hub_seq = cur.hub_seq.max(seq);
-            recs.retain(|r| !retried.contains(&r.uid));
+            recs.retain(|r| retried.get(&r.uid) != Some(&r.seq));
             self.push_page(recs, Some(&cur)).await?;
             (self.progress)(&format!(
                 "{}: checked {n} hub {} records",
@@ -89,10 +90,10 @@ impl EntitySync<'_> {
     }
 
     /// Hub records that still have to reach the application (deferred, failed, or an
-    /// interrupted create). Returns their hub ids.
-    async fn push_retries(&mut self) -> Result<HashSet<String>> {
+    /// interrupted create). Returns the version (seq) of each record it handled.
+    async fn push_retries(&mut self) -> Result<HashMap<String, i64>> {
         let mut after = 0;
-        let mut retried = HashSet::new();
+        let mut retried = HashMap::new();
         loop {
             let recs = {
                 let mut c = self.engine.store.conn()?;
@@ -111,7 +112,7 @@ impl EntitySync<'_> {
                 let uids: Vec<String> = batch.iter().filter_map(|m| m.hub_id.clone()).collect();
                 Store::hub_get_many(&mut c, self.p.org_id, &uids)?
             };
-            retried.extend(recs.iter().map(|r| r.uid.clone()));
+            retried.extend(recs.iter().map(|r| (r.uid.clone(), r.seq)));
             self.push_page(recs, None).await?;
         }
     }
