@@ -88,6 +88,8 @@ struct Model {
     base: [Vals; 2],
     seen: [Vals; 2],
     armed: [Option<Armed>; 2],
+    /// What the last update whose answer never came sent (Ferry records it first).
+    sent: [Vals; 2],
 }
 
 impl Model {
@@ -102,6 +104,11 @@ impl Model {
     fn sync(&mut self, x: usize, now: i64) {
         // Pull: a record unchanged since Ferry last saw it is not settled again.
         if self.apps[x] != self.seen[x] {
+            for (f, v) in std::mem::take(&mut self.sent[x]) {
+                if self.apps[x][f] == v {
+                    self.base[x].insert(f, v);
+                }
+            }
             for f in FIELDS {
                 let (ext, base) = (self.apps[x][f].clone(), self.base[x][f].clone());
                 let hub = self.hub[f].clone();
@@ -138,6 +145,7 @@ impl Model {
             return;
         }
         let armed = self.armed[x].take();
+        self.sent[x] = changed.iter().map(|f| (*f, self.hub[f].clone())).collect();
         if armed == Some(Armed::Refuse) {
             return;
         }
@@ -151,6 +159,7 @@ impl Model {
         for f in changed {
             self.base[x].insert(f, self.hub[f].clone());
         }
+        self.sent[x] = Vals::new();
         self.seen[x] = self.apps[x].clone();
     }
 }
@@ -304,6 +313,7 @@ async fn run_sequence(url: &str, seed: u64, len: usize) {
         base: [first.clone(), first.clone()],
         seen: [first.clone(), first],
         armed: [None, None],
+        sent: [Vals::new(), Vals::new()],
     };
     let mut ops = Vec::new();
     for n in 0..len {

@@ -706,6 +706,68 @@ async fn a_lossy_rule_never_rewrites_a_field_that_did_not_change() {
     }
 }
 
+/// A write whose answer never came is Ferry's own write on the next pull, not a user's edit:
+/// it never beats a newer edit that reached the hub meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_answer_was_lost_never_reverts_a_newer_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let start = t0();
+        a.set_clock(Some(start));
+        b.set_clock(Some(start));
+        let ida = a.add_contact("Echo AS", "", "");
+        o.sync().await;
+        let idb = b_contact_id(&o, "Echo AS");
+        // A user in B sets Department at +100; the hub gets another value stamped +50.
+        b.set_clock(Some(start + Duration::seconds(100)));
+        b.edit("Contact", idb, json!({"Department": "Newer"}));
+        let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
+        let mut data = o
+            .engine
+            .store
+            .hub_get(o.org_id(), &uid)
+            .unwrap()
+            .unwrap()
+            .data;
+        data["department"] = json!("Older");
+        o.engine
+            .store
+            .hub_put(
+                &o.engine.hub,
+                o.org_id(),
+                "Organization",
+                Some(&uid),
+                data,
+                Some(start + Duration::seconds(50)),
+            )
+            .unwrap();
+        // The write to A lands at +200, but its answer (and the retry's) never comes.
+        a.set_clock(Some(start + Duration::seconds(200)));
+        a.fail_next(Target::Update, Failure::AfterCommit);
+        a.fail_next(Target::Update, Failure::AfterCommit);
+        let opts = SyncOptions::default();
+        o.engine.run(&o.conns[0], &opts, &|_| {}).await.unwrap();
+        assert_eq!(a.contact(ida).unwrap()["Department"], "Older");
+        o.engine.run(&o.conns[1], &opts, &|_| {}).await.unwrap();
+        o.sync().await;
+        let url = &*db;
+        assert_eq!(a.contact(ida).unwrap()["Department"], "Newer", "{url}");
+        assert_eq!(b.contact(idb).unwrap()["Department"], "Newer", "{url}");
+        let hub = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(hub.data["department"], "Newer", "{url}");
+        idle(&o).await;
+    }
+}
+
 /// 9. A hub record changed between a writer's read and its write is not overwritten.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_hub_write_is_refused() {

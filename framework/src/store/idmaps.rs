@@ -258,6 +258,25 @@ impl IdMap {
         self.set_meta("note", note.into());
     }
 
+    /// The values an update is sending (hub-shaped, by field name), recorded before it is
+    /// sent: if its answer never comes, the next pull knows the application holding them
+    /// is Ferry's own write, not a user's edit.
+    pub fn sent(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match self.meta().get("sent") {
+            Some(serde_json::Value::Object(m)) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn set_sent(&mut self, sent: Option<serde_json::Map<String, serde_json::Value>>) {
+        let mut meta = self.meta();
+        match sent {
+            Some(m) => meta.insert("sent".into(), serde_json::Value::Object(m)),
+            None => meta.remove("sent"),
+        };
+        self.metadata = (!meta.is_empty()).then(|| serde_json::Value::Object(meta).to_string());
+    }
+
     /// Which external sub-record goes with which hub item, per keyed list.
     pub fn item_ids(&self) -> crate::mapping::ItemIds {
         self.meta()

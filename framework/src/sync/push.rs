@@ -219,15 +219,26 @@ impl EntitySync<'_> {
             return Ok(());
         }
 
-        // Commit the intent to create before calling the application.
+        // Commit the intent before calling the application: what each create and update
+        // sends, so a write whose answer never comes is known for Ferry's own.
         c.transaction(|c| {
             for w in work.iter_mut() {
-                if let Action::Create { recovering: false } = w.action {
-                    w.map.begin_create();
-                    // What is sent, so the record it leaves is known if no answer comes.
-                    w.map.base = Some(fields.base_text(&w.rec.data));
-                    w.map.id = Store::save_idmap(c, &w.map)?;
+                match (&w.action, &w.changed) {
+                    (Action::Create { recovering: false }, _) => {
+                        w.map.begin_create();
+                        w.map.base = Some(fields.base_text(&w.rec.data));
+                    }
+                    (Action::Update(_), Some(changed)) => {
+                        let hub = fields.project(&w.rec.data, false);
+                        let sent = changed
+                            .iter()
+                            .filter_map(|f| Some((f.clone(), hub.get(f)?.clone())))
+                            .collect();
+                        w.map.set_sent(Some(sent));
+                    }
+                    _ => continue,
                 }
+                w.map.id = Store::save_idmap(c, &w.map)?;
             }
             Ok::<_, anyhow::Error>(())
         })?;
@@ -277,6 +288,7 @@ impl EntitySync<'_> {
                             false => Some(external_fingerprint(self.mapping, &stored, &refs)),
                         };
                     w.map.base = Some(merge::base_to_text(&base));
+                    w.map.set_sent(None);
                     w.map.hub_hash = Some(h);
                     w.map.set_state(LinkState::Linked);
                     w.map.reached_external();

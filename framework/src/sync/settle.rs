@@ -310,12 +310,12 @@ impl EntitySync<'_> {
     /// A record linked to a hub record: merged field by field against its base.
     fn settle_linked(
         &mut self,
-        k: Candidate,
+        mut k: Candidate,
         h: HubRecord,
         fields: &FieldSet,
         staged: &mut Staged,
     ) -> Option<String> {
-        let base = match k.map.base.as_deref() {
+        let mut base = match k.map.base.as_deref() {
             Some(text) => merge::base_from_text(Some(text)).unwrap_or_default(),
             // Linked before bases existed. A hub unchanged since that link's last sync
             // holds what was agreed; a hub changed too leaves nothing known as agreed, so
@@ -325,6 +325,17 @@ impl EntitySync<'_> {
             }
             None => Fields::new(),
         };
+        // An update whose answer never came: the values it sent that the application now
+        // holds are Ferry's own write, agreed, not a user's edit to weigh against the hub.
+        if let Some(sent) = k.map.sent() {
+            let external = fields.project(&k.values, true);
+            for (f, v) in sent {
+                if external.get(&f) == Some(&v) {
+                    base.insert(f, v);
+                }
+            }
+            k.map.set_sent(None);
+        }
         Some(self.merge_into(k, h, base, fields, staged))
     }
 
