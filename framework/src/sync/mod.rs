@@ -580,6 +580,7 @@ impl Engine {
                                 progress,
                                 started,
                                 stats: Arc::clone(&stats),
+                                matched: Default::default(),
                             })
                             .collect();
                         let errors = match half {
@@ -737,6 +738,9 @@ pub(crate) struct EntitySync<'a> {
     started: chrono::DateTime<chrono::Utc>,
     /// The connection's call counter, which also keeps the application's clock.
     stats: Arc<ApiStats>,
+    /// First-time matches made in this run, by match key: undone if a later page shows
+    /// the key held by another record of the application.
+    matched: settle::MatchLog,
 }
 
 impl EntitySync<'_> {

@@ -41,6 +41,21 @@ struct Staged {
     conflicts: Vec<NewConflict>,
 }
 
+/// First-time matches of a run, by match key, and keys found ambiguous across its pages.
+#[derive(Default)]
+pub(super) struct MatchLog {
+    merged: HashMap<String, FirstMatch>,
+    ambiguous: HashSet<String>,
+}
+
+/// A record merged into a hub record on first sight, with what the hub record held before.
+struct FirstMatch {
+    external_id: String,
+    hub_id: String,
+    before: Fields,
+    before_times: FieldTimes,
+}
+
 /// Hub records new records may be merged into (first-sync matching), by match key.
 #[derive(Default)]
 struct Matches {
@@ -120,6 +135,17 @@ impl EntitySync<'_> {
             .collect();
         let mut matches = self.matches(c, &candidates)?;
         let fields = FieldSet::of(self.mapping);
+        let undo: Vec<FirstMatch> = matches
+            .ambiguous
+            .iter()
+            .filter_map(|k| {
+                self.matched.ambiguous.insert(k.clone());
+                self.matched.merged.remove(k)
+            })
+            .collect();
+        for m in undo {
+            self.undo_match(c, m, &fields, &mut staged)?;
+        }
         for k in candidates {
             let ext_id = k.map.external_id.clone().unwrap_or_default();
             let existing = match &k.map.hub_id {
@@ -245,6 +271,15 @@ impl EntitySync<'_> {
             .filter(|(k, n)| **n > 1 || page_keys.get(*k).is_some_and(|p| *p > 1))
             .map(|(k, _)| k.clone())
             .collect();
+        // A key an earlier page of this run merged is held by two application records.
+        out.ambiguous.extend(
+            page_keys
+                .keys()
+                .filter(|k| {
+                    self.matched.merged.contains_key(*k) || self.matched.ambiguous.contains(*k)
+                })
+                .cloned(),
+        );
         let found_ids: Vec<String> = found.iter().map(|(_, h)| h.uid.clone()).collect();
         let cid = self.p.connection_id;
         let (pending, taken): (HashMap<String, IdMap>, HashMap<String, IdMap>) =
@@ -305,6 +340,62 @@ impl EntitySync<'_> {
         let sent = merge::base_from_text(m.base.as_deref()).unwrap_or_default();
         matches.pending.remove(&h.uid);
         Some((m, h, sent))
+    }
+
+    /// Undoes a first-time match a later page proved ambiguous: the hub record gets back
+    /// the values the merge gave it (where nothing changed them since), and the
+    /// application's record becomes a hub record of its own, made from its values (its
+    /// base: after a first-time merge it holds every value the record carried).
+    fn undo_match(
+        &mut self,
+        c: &mut AnyConnection,
+        m: FirstMatch,
+        fields: &FieldSet,
+        staged: &mut Staged,
+    ) -> Result<()> {
+        let cid = self.p.connection_id;
+        let ids = [m.external_id.clone()];
+        let Some(mut map) = Store::idmaps_by_external(c, cid, self.def.external_entity, &ids)?
+            .remove(&m.external_id)
+        else {
+            return Ok(());
+        };
+        let base = merge::base_from_text(map.base.as_deref()).unwrap_or_default();
+        if let Some(h) =
+            Store::hub_get_many(c, self.p.org_id, std::slice::from_ref(&m.hub_id))?.pop()
+        {
+            let now = fields.project(&h.data, false);
+            let mut data = h.data.clone();
+            for (f, v) in &base {
+                if now.get(f) == Some(v) && m.before.get(f) != Some(v) {
+                    let old = m.before.get(f).cloned().unwrap_or(Value::Null);
+                    fields.apply(&mut data, &Fields::from([(f.clone(), old)]));
+                }
+            }
+            if data != h.data {
+                staged
+                    .writes
+                    .push(self.hub_write(&h.uid, Some(h.seq), &data, m.before_times));
+            }
+        }
+        let mut own = Value::Object(Default::default());
+        fields.apply(&mut own, &base);
+        let uid = uuid::Uuid::now_v7().to_string();
+        let write = self.hub_write(
+            &uid,
+            None,
+            &own,
+            [(merge::EVERY_FIELD.to_string(), self.started)].into(),
+        );
+        map.hub_id = Some(uid);
+        map.hub_hash = Some(write.data.hash().to_string());
+        map.settled();
+        map.set_note("ambiguous match: another record of the application has the same match key; kept apart, not merged");
+        self.counts.ambiguous += 1;
+        self.counts.created_in_hub += 1;
+        staged.writes.push(write);
+        staged.maps.push(map);
+        Ok(())
     }
 
     /// A record linked to a hub record: merged field by field against its base.
@@ -373,6 +464,17 @@ impl EntitySync<'_> {
                     // The record an interrupted create left in the application.
                     k.map.id = p.id;
                     k.map.hub_hash = p.hub_hash;
+                }
+                if let Some(key) = self.engine.hub.match_key(self.def.hub_entity, &k.values) {
+                    self.matched.merged.insert(
+                        key,
+                        FirstMatch {
+                            external_id: k.map.external_id.clone().unwrap_or_default(),
+                            hub_id: h.uid.clone(),
+                            before: fields.project(&h.data, false),
+                            before_times: h.field_times.clone(),
+                        },
+                    );
                 }
                 // Nothing was ever agreed: every difference is settled by the policy.
                 return Some(self.merge_into(k, h, Fields::new(), fields, staged));
