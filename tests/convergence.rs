@@ -145,10 +145,12 @@ impl Model {
             return;
         }
         let armed = self.armed[x].take();
-        self.sent[x] = changed.iter().map(|f| (*f, self.hub[f].clone())).collect();
         if armed == Some(Armed::Refuse) {
+            // A refusal is an answer: nothing sent is in the application.
+            self.sent[x] = Vals::new();
             return;
         }
+        self.sent[x] = changed.iter().map(|f| (*f, self.hub[f].clone())).collect();
         for f in &changed {
             self.apps[x].insert(f, self.hub[f].clone());
         }

@@ -1642,3 +1642,817 @@ async fn edits_during_an_incremental_listing_of_tied_rows_all_arrive() {
         }
     }
 }
+
+// A second round of fresh inputs: undone first-time matches, lost and refused writes, lost
+// creates, listings that change under the reader.
+
+fn contact_id(c: &Value) -> i64 {
+    text(c, "ContactId").parse().unwrap()
+}
+
+fn hub_orgs(o: &Org) -> Vec<Value> {
+    o.hub("Organization").into_iter().map(|h| h.data).collect()
+}
+
+/// 1a. Undo of a first-time organization match, persons of both referencing them in the
+/// same run; three contacts share the name across three pages; every policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_org_match_three_pages_with_persons() {
+    for policy in [
+        ConflictPolicy::Newest,
+        ConflictPolicy::Hub,
+        ConflictPolicy::External,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for db in backends(dir.path()) {
+            let o = setup(
+                &db,
+                Setup {
+                    tenants: 2,
+                    conflict: policy,
+                    page_size: 1,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let (a, b) = (&o.so[0], &o.so[1]);
+            let start = t0();
+            a.set_clock(Some(start));
+            let ha = a.add_contact("Acme AS", "NOA", "");
+            a.edit("Contact", ha, json!({"Department": "DeptA"}));
+            o.sync().await;
+            let mut ids = Vec::new();
+            for (i, nr) in ["B1", "B2", "B3"].iter().enumerate() {
+                b.set_clock(Some(start + Duration::seconds(60 * (i as i64 + 1))));
+                let id = b.add_contact("Acme AS", nr, "");
+                b.edit("Contact", id, json!({"Department": format!("Dept{nr}")}));
+                b.add_person("P", nr, &format!("{nr}@acme.example"), Some(id));
+                ids.push(id);
+            }
+            b.set_clock(None);
+            a.set_clock(None);
+            o.sync().await;
+            o.sync().await;
+            let tag = format!("{} {policy:?}", &*db);
+            // B's contacts keep their own values.
+            for (id, nr) in ids.iter().zip(["B1", "B2", "B3"]) {
+                let c = b.contact(*id).unwrap();
+                assert_eq!(c["OrgNr"], nr, "{tag}: {c}");
+                assert_eq!(c["Department"], format!("Dept{nr}"), "{tag}: {c}");
+            }
+            // A's contact keeps its own values.
+            let c = a.contact(ha).unwrap();
+            assert_eq!(
+                (c["OrgNr"].as_str(), c["Department"].as_str()),
+                (Some("NOA"), Some("DeptA")),
+                "{tag}: {c}"
+            );
+            // The hub holds four organizations, one per record.
+            let mut nrs: Vec<String> = hub_orgs(&o).iter().map(|d| text(d, "org_number")).collect();
+            nrs.sort();
+            assert_eq!(
+                nrs,
+                vec!["B1", "B2", "B3", "NOA"],
+                "{tag}: {:?}",
+                hub_orgs(&o)
+            );
+            for d in hub_orgs(&o) {
+                let nr = text(&d, "org_number");
+                let want = if nr == "NOA" {
+                    "DeptA".to_string()
+                } else {
+                    format!("Dept{nr}")
+                };
+                assert_eq!(text(&d, "department"), want, "{tag}: {d}");
+            }
+            // Each person in the hub references the organization with its org number.
+            for nr in ["B1", "B2", "B3"] {
+                let p = o
+                    .hub_named(
+                        "Person",
+                        "email",
+                        &format!("{}@acme.example", nr.to_lowercase()),
+                    )
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{tag}: person {nr} not in hub: {:?} B persons {:?} maps {:?}",
+                            o.hub("Person")
+                                .iter()
+                                .map(|h| h.data.clone())
+                                .collect::<Vec<_>>(),
+                            b.persons(),
+                            o.idmaps("so_b")
+                        )
+                    });
+                let org = o
+                    .engine
+                    .store
+                    .hub_get(o.org_id(), p.data["organization_id"].as_str().unwrap_or(""))
+                    .unwrap();
+                let org =
+                    org.unwrap_or_else(|| panic!("{tag}: person {nr} without org: {}", p.data));
+                assert_eq!(text(&org.data, "org_number"), nr, "{tag}");
+                // And in A, the person sits under the contact holding that org number.
+                let pa = a
+                    .persons()
+                    .into_iter()
+                    .find(|x| x["Lastname"] == nr)
+                    .unwrap_or_else(|| panic!("{tag}: person {nr} not in A"));
+                let cid: i64 = text(&pa, "Contact.ContactId").parse().unwrap_or(0);
+                let ca = a.contact(cid).unwrap_or_else(|| panic!("{tag}: {pa}"));
+                assert_eq!(ca["OrgNr"], nr, "{tag}: {pa} {ca}");
+            }
+            assert_eq!(a.contacts().len(), 4, "{tag}: {:?}", a.contacts());
+            assert_eq!(b.contacts().len(), 4, "{tag}: {:?}", b.contacts());
+            idle(&o).await;
+        }
+    }
+}
+
+/// 1b. Undo when the hub record was edited by a user between the match and the undo
+/// (a hook before page 2 of B's contact listing).
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_org_match_after_hub_edit_between_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 2,
+                page_size: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let start = t0();
+        a.set_clock(Some(start));
+        let ha = a.add_contact("Acme AS", "NOA", "");
+        o.sync().await;
+        let uid = o.hub_named("Organization", "name", "Acme AS").unwrap().uid;
+        b.set_clock(Some(start + Duration::seconds(60)));
+        let b1 = b.add_contact("Acme AS", "B1", "");
+        b.set_clock(Some(start + Duration::seconds(120)));
+        let b2 = b.add_contact("Acme AS", "B2", "");
+        b.set_clock(None);
+        let n = b.calls("list");
+        let store = o.engine.store.clone();
+        let hubm = o.engine.hub.clone();
+        let org_id = o.org_id();
+        let uid2 = uid.clone();
+        b.before_list(
+            n + 2,
+            Box::new(move |_| {
+                let mut d = store.hub_get(org_id, &uid2).unwrap().unwrap().data;
+                d["website"] = json!("https://acme.example");
+                store
+                    .hub_put(&hubm, org_id, "Organization", Some(&uid2), d, None)
+                    .unwrap();
+            }),
+        );
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(text(&h.data, "org_number"), "NOA", "{tag}: {}", h.data);
+        assert_eq!(
+            text(&h.data, "website"),
+            "https://acme.example",
+            "{tag}: {}",
+            h.data
+        );
+        let c = a.contact(ha).unwrap();
+        assert_eq!(c["OrgNr"], "NOA", "{tag}: {c}");
+        assert_eq!(
+            text(&c, "Urls.0.Value"),
+            "https://acme.example",
+            "{tag}: {c}"
+        );
+        assert_eq!(b.contact(b1).unwrap()["OrgNr"], "B1", "{tag}");
+        assert_eq!(text(&b.contact(b1).unwrap(), "Urls.0.Value"), "", "{tag}");
+        assert_eq!(b.contact(b2).unwrap()["OrgNr"], "B2", "{tag}");
+        assert_eq!(o.hub("Organization").len(), 3, "{tag}: {:?}", hub_orgs(&o));
+        idle(&o).await;
+    }
+}
+
+async fn run_a(o: &Org) {
+    let opts = SyncOptions::default();
+    o.engine.run(&o.conns[0], &opts, &|_| {}).await.unwrap();
+}
+
+fn set_hub(o: &Org, uid: &str, field: &str, v: Value) {
+    let mut d = o
+        .engine
+        .store
+        .hub_get(o.org_id(), uid)
+        .unwrap()
+        .unwrap()
+        .data;
+    d[field] = v;
+    o.put("Organization", Some(uid), d);
+}
+
+/// 2a. A lost update, then the user edits the same field (same value or another).
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_update_then_user_edit_same_field() {
+    for same in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        for db in backends(dir.path()) {
+            let o = setup(
+                &db,
+                Setup {
+                    tenants: 2,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let (a, b) = (&o.so[0], &o.so[1]);
+            let ida = a.add_contact("Echo AS", "", "");
+            o.sync().await;
+            let idb = b_contact_id(&o, "Echo AS");
+            let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
+            set_hub(&o, &uid, "department", json!("Hub"));
+            a.fail_next(Target::Update, Failure::AfterCommit);
+            a.fail_next(Target::Update, Failure::AfterCommit);
+            run_a(&o).await;
+            assert_eq!(a.contact(ida).unwrap()["Department"], "Hub");
+            a.set_clock(Some(Utc::now() + Duration::seconds(60)));
+            let v = if same { "Hub" } else { "User" };
+            a.edit("Contact", ida, json!({"Department": v, "OrgNr": "U1"}));
+            o.sync().await;
+            o.sync().await;
+            let tag = format!("{} same={same}", &*db);
+            assert_eq!(a.contact(ida).unwrap()["Department"], v, "{tag}");
+            assert_eq!(b.contact(idb).unwrap()["Department"], v, "{tag}");
+            assert_eq!(b.contact(idb).unwrap()["OrgNr"], "U1", "{tag}");
+            let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+            assert_eq!(text(&h.data, "department"), v, "{tag}");
+            assert_eq!(text(&h.data, "org_number"), "U1", "{tag}");
+            idle(&o).await;
+        }
+    }
+}
+
+/// 2b. A lost update, then a refused one; the hub moves on; the user then sets the value
+/// the refused update tried to send, newest of all: the user's edit must stand.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_then_refused_update_then_user_sets_refused_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let ida = a.add_contact("Echo AS", "", "");
+        o.sync().await;
+        let idb = b_contact_id(&o, "Echo AS");
+        let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
+        set_hub(&o, &uid, "department", json!("X"));
+        a.fail_next(Target::Update, Failure::AfterCommit);
+        a.fail_next(Target::Update, Failure::AfterCommit);
+        run_a(&o).await;
+        assert_eq!(a.contact(ida).unwrap()["Department"], "X");
+        set_hub(&o, &uid, "department", json!("Y"));
+        a.fail_next(Target::Update, Failure::Status(400));
+        a.fail_next(Target::Update, Failure::Status(400));
+        run_a(&o).await;
+        assert_eq!(a.contact(ida).unwrap()["Department"], "X", "refused");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        set_hub(&o, &uid, "department", json!("Z"));
+        a.set_clock(Some(Utc::now() + Duration::seconds(60)));
+        a.edit("Contact", ida, json!({"Department": "Y"}));
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(
+            text(&h.data, "department"),
+            "Y",
+            "{tag}: the user's newest edit was reverted"
+        );
+        assert_eq!(a.contact(ida).unwrap()["Department"], "Y", "{tag}");
+        assert_eq!(b.contact(idb).unwrap()["Department"], "Y", "{tag}");
+        idle(&o).await;
+    }
+}
+
+/// 2c. A lost update then a refused one, then a plain retry: the hub's value arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_then_refused_update_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let ida = a.add_contact("Echo AS", "", "");
+        o.sync().await;
+        let idb = b_contact_id(&o, "Echo AS");
+        let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
+        set_hub(&o, &uid, "department", json!("X"));
+        a.fail_next(Target::Update, Failure::AfterCommit);
+        a.fail_next(Target::Update, Failure::AfterCommit);
+        run_a(&o).await;
+        set_hub(&o, &uid, "department", json!("Y"));
+        a.fail_next(Target::Update, Failure::Status(500));
+        a.fail_next(Target::Update, Failure::Status(500));
+        run_a(&o).await;
+        a.set_clock(Some(Utc::now() + Duration::seconds(60)));
+        a.edit("Contact", ida, json!({"OrgNr": "U2"}));
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(text(&h.data, "department"), "Y", "{tag}");
+        assert_eq!(text(&h.data, "org_number"), "U2", "{tag}");
+        assert_eq!(a.contact(ida).unwrap()["Department"], "Y", "{tag}");
+        assert_eq!(b.contact(idb).unwrap()["Department"], "Y", "{tag}");
+        assert_eq!(b.contact(idb).unwrap()["OrgNr"], "U2", "{tag}");
+        idle(&o).await;
+    }
+}
+
+/// 3a. Two lost creates of identical records (no match key ambiguity is settled by
+/// merging): still two on each side.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_lost_creates_of_identical_records() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&db, Setup::default()).await;
+        let so = &o.so[0];
+        so.add_contact("Holder AS", "", "");
+        o.sync().await;
+        let org = o
+            .hub_named("Organization", "name", "Holder AS")
+            .unwrap()
+            .uid;
+        for _ in 0..2 {
+            o.put(
+                "Person",
+                None,
+                json!({"first_name": "Twin", "last_name": "Same", "organization_id": org}),
+            );
+        }
+        so.fail_next(Target::Create, Failure::AfterCommit);
+        so.fail_next(Target::Create, Failure::AfterCommit);
+        o.sync().await;
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let n = so
+            .persons()
+            .into_iter()
+            .filter(|p| p["Firstname"] == "Twin")
+            .count();
+        assert_eq!(n, 2, "{tag}: {:?}", so.persons());
+        let h = o
+            .hub("Person")
+            .into_iter()
+            .filter(|h| h.data["first_name"] == "Twin")
+            .count();
+        assert_eq!(h, 2, "{tag}: {:?}", o.hub("Person"));
+        idle(&o).await;
+    }
+}
+
+/// 3b. A lost create whose record a user edits (a sent field) before the next run.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_create_then_user_edits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&db, Setup::default()).await;
+        let so = &o.so[0];
+        let uid = o.put(
+            "Organization",
+            None,
+            json!({"name": "Delta AS", "org_number": "D1"}),
+        );
+        so.fail_next(Target::Create, Failure::AfterCommit);
+        o.sync().await;
+        let id = contact_id(&so_contact_named(so, "Delta AS"));
+        so.set_clock(Some(Utc::now() + Duration::seconds(60)));
+        so.edit("Contact", id, json!({"OrgNr": "D2", "Department": "Ops"}));
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        assert_eq!(so.contacts().len(), 1, "{tag}: {:?}", so.contacts());
+        assert_eq!(o.hub("Organization").len(), 1, "{tag}: {:?}", hub_orgs(&o));
+        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(text(&h.data, "org_number"), "D2", "{tag}: {}", h.data);
+        assert_eq!(text(&h.data, "department"), "Ops", "{tag}: {}", h.data);
+        assert_eq!(so.contact(id).unwrap()["OrgNr"], "D2", "{tag}");
+        idle(&o).await;
+    }
+}
+
+/// 3c. A lost create, then the hub clears a field it sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_create_then_hub_clears_a_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&db, Setup::default()).await;
+        let so = &o.so[0];
+        let uid = o.put(
+            "Organization",
+            None,
+            json!({"name": "Epsilon AS", "org_number": "E1", "department": "Ops"}),
+        );
+        so.fail_next(Target::Create, Failure::AfterCommit);
+        o.sync().await;
+        o.put(
+            "Organization",
+            Some(&uid),
+            json!({"name": "Epsilon AS", "org_number": null, "department": "Ops"}),
+        );
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        assert_eq!(so.contacts().len(), 1, "{tag}: {:?}", so.contacts());
+        assert_eq!(o.hub("Organization").len(), 1, "{tag}: {:?}", hub_orgs(&o));
+        let c = so_contact_named(so, "Epsilon AS");
+        assert_eq!(text(&c, "OrgNr"), "", "{tag}: {c}");
+        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(text(&h.data, "org_number"), "", "{tag}: {}", h.data);
+        idle(&o).await;
+    }
+}
+
+/// 4a. SuperOffice offset listing: records created (they sort last by update time) and
+/// edited during the listing, several pages: nothing skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn offset_listing_with_edits_on_several_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let so = &o.so[0];
+        let start = t0();
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            so.set_clock(Some(start + Duration::seconds(i * 60)));
+            ids.push(so.add_contact(&format!("Company {}", i + 1), "", ""));
+        }
+        so.set_clock(None);
+        let (i0, i1, i2) = (ids[0], ids[1], ids[2]);
+        so.before_list(
+            2,
+            Box::new(move |f| {
+                f.edit("Contact", i0, json!({"Department": "E1"}));
+                f.edit("Contact", i1, json!({"Department": "E2"}));
+            }),
+        );
+        so.before_list(
+            3,
+            Box::new(move |f| {
+                f.edit("Contact", i2, json!({"Department": "E3"}));
+            }),
+        );
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let names: Vec<String> = hub_orgs(&o).iter().map(|d| text(d, "name")).collect();
+        for i in 1..=7 {
+            assert!(
+                names.contains(&format!("Company {i}")),
+                "{tag}: Company {i}: {names:?}"
+            );
+        }
+        assert_eq!(names.len(), 7, "{tag}: {names:?}");
+        for (n, d) in [
+            ("Company 1", "E1"),
+            ("Company 2", "E2"),
+            ("Company 3", "E3"),
+        ] {
+            assert_eq!(
+                text(
+                    &o.hub_named("Organization", "name", n).unwrap().data,
+                    "department"
+                ),
+                d,
+                "{tag}"
+            );
+        }
+        idle(&o).await;
+    }
+}
+
+/// 4b. WorkflowMax numbered listing: clients removed before two different pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn numbered_listing_shrinks_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 0,
+                wfm: true,
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let uuids: Vec<String> = (1..=8)
+            .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
+            .collect();
+        let (r1, r2, r3) = (uuids[0].clone(), uuids[1].clone(), uuids[4].clone());
+        o.wfm().before_list(
+            2,
+            Box::new(move |f| {
+                f.remove_client(&r1);
+                f.remove_client(&r2);
+            }),
+        );
+        o.wfm().before_list(
+            4,
+            Box::new(move |f| {
+                f.remove_client(&r3);
+            }),
+        );
+        o.sync().await;
+        let tag = &*db;
+        let names: Vec<String> = hub_orgs(&o).iter().map(|d| text(d, "name")).collect();
+        for i in [3, 4, 6, 7, 8] {
+            assert!(
+                names.contains(&format!("Client {i}")),
+                "{tag}: Client {i}: {names:?}"
+            );
+        }
+        o.sync().await;
+        idle(&o).await;
+    }
+}
+
+/// 5. A conflict the hub wins whose push fails; the user then edits another field: the
+/// hub's value still arrives and the other edit flows.
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_wins_conflict_push_fails_then_other_field_edit() {
+    for refuse in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        for db in backends(dir.path()) {
+            let o = setup(
+                &db,
+                Setup {
+                    tenants: 2,
+                    conflict: ConflictPolicy::Hub,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let (a, b) = (&o.so[0], &o.so[1]);
+            let ida = a.add_contact("Zeta AS", "", "");
+            o.sync().await;
+            let idb = b_contact_id(&o, "Zeta AS");
+            let uid = o.hub_named("Organization", "name", "Zeta AS").unwrap().uid;
+            a.edit("Contact", ida, json!({"Department": "App"}));
+            set_hub(&o, &uid, "department", json!("Hub"));
+            if refuse {
+                a.fail_next(Target::Update, Failure::Status(500));
+                a.fail_next(Target::Update, Failure::Status(500));
+            } else {
+                a.fail_next(Target::Update, Failure::AfterCommit);
+                a.fail_next(Target::Update, Failure::AfterCommit);
+            }
+            run_a(&o).await;
+            a.set_clock(Some(Utc::now() + Duration::seconds(60)));
+            a.edit("Contact", ida, json!({"OrgNr": "Z9"}));
+            o.sync().await;
+            o.sync().await;
+            let tag = format!("{} refuse={refuse}", &*db);
+            let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+            assert_eq!(text(&h.data, "department"), "Hub", "{tag}");
+            assert_eq!(text(&h.data, "org_number"), "Z9", "{tag}");
+            assert_eq!(a.contact(ida).unwrap()["Department"], "Hub", "{tag}");
+            assert_eq!(a.contact(ida).unwrap()["OrgNr"], "Z9", "{tag}");
+            assert_eq!(b.contact(idb).unwrap()["Department"], "Hub", "{tag}");
+            assert_eq!(b.contact(idb).unwrap()["OrgNr"], "Z9", "{tag}");
+            idle(&o).await;
+        }
+    }
+}
+
+/// 2d. Only a refused update (no lost one); the hub moves on; the user sets the refused
+/// value, newest of all.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_update_then_user_sets_refused_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let ida = a.add_contact("Echo AS", "", "");
+        o.sync().await;
+        let idb = b_contact_id(&o, "Echo AS");
+        let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
+        set_hub(&o, &uid, "department", json!("Y"));
+        a.fail_next(Target::Update, Failure::Status(400));
+        a.fail_next(Target::Update, Failure::Status(400));
+        run_a(&o).await;
+        assert_eq!(a.contact(ida).unwrap()["Department"], "", "refused");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        set_hub(&o, &uid, "department", json!("Z"));
+        a.set_clock(Some(Utc::now() + Duration::seconds(60)));
+        a.edit("Contact", ida, json!({"Department": "Y"}));
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
+        assert_eq!(
+            text(&h.data, "department"),
+            "Y",
+            "{tag}: the user's newest edit was reverted"
+        );
+        assert_eq!(a.contact(ida).unwrap()["Department"], "Y", "{tag}");
+        assert_eq!(b.contact(idb).unwrap()["Department"], "Y", "{tag}");
+        idle(&o).await;
+    }
+}
+
+/// 1c. A first-time match whose application record is edited during the listing (so it is
+/// listed again on a later page) is not undone: it is the same record, not another.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_record_relisted_on_later_page_is_not_an_ambiguity() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 2,
+                page_size: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (a, b) = (&o.so[0], &o.so[1]);
+        let start = t0();
+        a.set_clock(Some(start));
+        let ha = a.add_contact("Acme AS", "NOA", "");
+        let mut ids = Vec::new();
+        for (i, n) in ["Acme AS", "Other 1", "Other 2"].iter().enumerate() {
+            b.set_clock(Some(start + Duration::seconds(60 * (i as i64 + 1))));
+            ids.push(b.add_contact(n, "", ""));
+        }
+        b.set_clock(None);
+        let c1 = ids[0];
+        b.before_list(
+            2,
+            Box::new(move |f| {
+                eprintln!(
+                    "HOOK at {:?}",
+                    f.contacts()
+                        .iter()
+                        .map(|c| c["Name"].clone())
+                        .collect::<Vec<_>>()
+                );
+                f.edit("Contact", c1, json!({"Department": "Late"}));
+            }),
+        );
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let acmes: Vec<Value> = hub_orgs(&o)
+            .into_iter()
+            .filter(|d| d["name"] == "Acme AS")
+            .collect();
+        assert_eq!(
+            acmes.len(),
+            1,
+            "{tag}: {acmes:?} {:?}",
+            o.idmaps("so_b")
+                .iter()
+                .map(|m| (
+                    m.external_id.clone(),
+                    m.hub_id.clone(),
+                    m.metadata.clone(),
+                    m.base.clone()
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(text(&acmes[0], "department"), "Late", "{tag}");
+        assert_eq!(a.contacts().len(), 3, "{tag}: {:?}", a.contacts());
+        assert_eq!(b.contacts().len(), 3, "{tag}: {:?}", b.contacts());
+        assert_eq!(a.contact(ha).unwrap()["Department"], "Late", "{tag}");
+        idle(&o).await;
+    }
+}
+
+/// 4c. WorkflowMax numbered listing: a client removed and another added before page 2
+/// (the total does not shrink, but the rows shift).
+#[tokio::test(flavor = "multi_thread")]
+async fn numbered_listing_remove_and_add_same_total() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 0,
+                wfm: true,
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let uuids: Vec<String> = (1..=8)
+            .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
+            .collect();
+        let r1 = uuids[0].clone();
+        o.wfm().before_list(
+            2,
+            Box::new(move |f| {
+                f.remove_client(&r1);
+                f.add_client("Client 9", json!({}));
+            }),
+        );
+        o.sync().await;
+        let tag = &*db;
+        let names: Vec<String> = hub_orgs(&o).iter().map(|d| text(d, "name")).collect();
+        for i in 2..=8 {
+            assert!(
+                names.contains(&format!("Client {i}")),
+                "{tag}: Client {i}: {names:?}"
+            );
+        }
+        o.sync().await;
+        let names: Vec<String> = hub_orgs(&o).iter().map(|d| text(d, "name")).collect();
+        assert!(names.contains(&"Client 9".to_string()), "{tag}: {names:?}");
+        idle(&o).await;
+    }
+}
+
+/// 4d. As 4c, on an incremental run after a clean first sync: the skipped client must not
+/// be taken for deleted by the full-scan reconciliation.
+#[tokio::test(flavor = "multi_thread")]
+async fn numbered_listing_remove_and_add_on_second_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(
+            &db,
+            Setup {
+                tenants: 1,
+                wfm: true,
+                page_size: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        let uuids: Vec<String> = (1..=8)
+            .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
+            .collect();
+        o.sync().await;
+        let r1 = uuids[0].clone();
+        let n = o.wfm().calls("list");
+        eprintln!("list calls so far {n}");
+        o.wfm().before_list(
+            n + 2,
+            Box::new(move |f| {
+                f.remove_client(&r1);
+                f.add_client("Client 9", json!({}));
+            }),
+        );
+        o.sync().await;
+        o.sync().await;
+        let tag = &*db;
+        let live: Vec<String> = o
+            .hub("Organization")
+            .iter()
+            .map(|h| text(&h.data, "name"))
+            .collect();
+        for i in 2..=9 {
+            assert!(
+                live.contains(&format!("Client {i}")),
+                "{tag}: Client {i}: {live:?}"
+            );
+            assert!(
+                o.wfm()
+                    .clients()
+                    .iter()
+                    .any(|c| c["Name"] == format!("Client {i}")),
+                "{tag}: Client {i} gone from WorkflowMax"
+            );
+            let _ = so_contact_named(&o.so[0], &format!("Client {i}"));
+        }
+        idle(&o).await;
+    }
+}

@@ -380,7 +380,11 @@ async fn incremental_reads_page_and_filter_by_modifiedsince() {
         e.wfm.set_clock(None);
         let r = e.sync_wfm().await;
         assert_eq!(counts(&r, "client").created_in_hub, 5, "{r:?}");
-        assert_eq!(e.wfm.calls("list"), 3, "pages of 2, 2 and 1");
+        assert_eq!(
+            e.wfm.calls("list"),
+            4,
+            "pages 1, 3 and 2 of 2, 2 and 1, then page 1 again (a numbered list is read from the end)"
+        );
 
         // Later runs ask only for what changed since the last read (less the lookback).
         e.wfm.edit(&ids[3], json!({"Phone": "+64 9 000"}));
@@ -446,20 +450,23 @@ async fn listing_pages_follow_the_offsets_of_the_filtered_list_even_when_it_shif
         }
     }
     let expected: Vec<String> = (5..25).map(|i| format!("Client {i:02}")).collect();
-    assert_eq!(
-        seen, expected,
-        "each page continues where the last one ended"
-    );
+    // Pages 1, 3, 2, then 1 again: every client, the first page's twice.
+    let mut distinct = seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct, expected, "{seen:?}");
+    assert_eq!(seen.len(), 20 + 8);
 
-    // Client 00 changes between pages 1 and 2: it enters the filtered list ahead of the
-    // others, so (as with the real API's offsets) page 2 starts one record earlier.
+    // Client 00 changes after page 1: it enters the filtered list ahead of the others
+    // (offsets are of the list as it is now), which moves every row one place on; the
+    // page read next (the last) still shows the list as it is.
     let first = list(None).await;
     assert_eq!(names(&first).last().map(String::as_str), Some("Client 12"));
     assert!(e.wfm.edit(&ids[0], json!({"Phone": "+64 9 111"})));
-    let second = list(first.next).await;
+    let last = list(first.next).await;
     assert_eq!(
-        names(&second).first().map(String::as_str),
-        Some("Client 12"),
+        names(&last).first().map(String::as_str),
+        Some("Client 20"),
         "offsets are of the list as it is now"
     );
 }

@@ -119,18 +119,24 @@ impl OffsetCursor {
     }
 }
 
-/// Where a page-numbered listing is (`page`, `pagesize` APIs such as WorkflowMax's): the
-/// page to ask for next and the list's size when the listing began. Such a list cannot be
-/// read with overlapping pages, but it reports its size: when it shrinks under the reader,
-/// a row before the reader's position may have gone and every row behind it moved back
-/// one place, past the reader, so the listing starts again from the first page (a bounded
-/// number of times). Rows added at the end move nothing back.
+/// Where a page-numbered listing is (`page`, `pagesize` APIs such as WorkflowMax's). Such a
+/// list cannot be read with overlapping pages, so it is read from the end: the first page
+/// (which tells the list's size), then the last page down to the second, then the first
+/// again. A row deleted before the reader's position moves the rows behind it back one
+/// place, into a page still to be read (or into the first, read again at the end), so a
+/// deletion never makes a row be skipped; rows added at the end are changes made after
+/// the listing began, read by the next run. When the list shrinks below its size at the
+/// start by more than that, or the API reports no size, the listing starts again from the
+/// first page (a bounded number of times).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NumberedCursor {
     /// The page to ask for, from 1.
     pub page: usize,
     /// The list's total when the listing began, if the API reports one.
     pub total: Option<usize>,
+    /// Past the first page: reading down from the last.
+    #[serde(default)]
+    pub descending: bool,
     /// How often the listing started again.
     pub restarts: u32,
 }
@@ -156,35 +162,49 @@ impl NumberedCursor {
         returned: usize,
         size: usize,
     ) -> Result<Option<String>, ApiError> {
-        let started = self.total.or(total);
-        if let (Some(then), Some(now)) = (started, total) {
-            if now < then {
-                if self.restarts >= MAX_RESTARTS {
-                    return Err(ApiError::Transient(format!(
-                        "the list kept shrinking while it was read ({} restarts); it is read again next run",
-                        self.restarts
-                    )));
-                }
-                let again = NumberedCursor {
-                    page: 1,
-                    total: None,
-                    restarts: self.restarts + 1,
-                };
-                return Ok(Some(again.token()));
-            }
-        }
-        let more = match total {
-            Some(t) => self.page * size < t,
-            None => returned == size,
+        let size = size.max(1);
+        let Some(started) = self.total.or(total) else {
+            // No size reported: forward, page after page, until a short page.
+            return Ok((returned == size).then(|| self.at(self.page + 1, false, None)));
         };
-        Ok((more && returned > 0).then(|| {
-            NumberedCursor {
-                page: self.page + 1,
-                total: started,
-                restarts: self.restarts,
-            }
-            .token()
-        }))
+        if total.is_some_and(|now| now + size <= started) {
+            // It lost a whole page or more while being read: rows may have moved past
+            // pages still to come as well as into the first.
+            return self.restart();
+        }
+        let last = started.div_ceil(size);
+        Ok(match (self.descending, self.page) {
+            (false, _) if last <= 1 => None,
+            (false, _) => Some(self.at(last, true, Some(started))),
+            (true, 1) => None,
+            (true, p) => Some(self.at(p - 1, true, Some(started))),
+        })
+    }
+
+    fn at(&self, page: usize, descending: bool, total: Option<usize>) -> String {
+        NumberedCursor {
+            page,
+            total,
+            descending,
+            restarts: self.restarts,
+        }
+        .token()
+    }
+
+    fn restart(&self) -> Result<Option<String>, ApiError> {
+        if self.restarts >= MAX_RESTARTS {
+            return Err(ApiError::Transient(format!(
+                "the list kept shrinking while it was read ({} restarts); it is read again next run",
+                self.restarts
+            )));
+        }
+        let again = NumberedCursor {
+            page: 1,
+            total: None,
+            descending: false,
+            restarts: self.restarts + 1,
+        };
+        Ok(Some(again.token()))
     }
 
     fn token(&self) -> String {
@@ -252,29 +272,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_numbered_listing_starts_again_when_the_list_shrinks_under_it() {
-        let mut rows: Vec<u32> = (1..=9).collect();
+    /// Lists `rows` by numbered pages of `size`, letting `during` change the list before
+    /// each request after the first; returns every id read.
+    fn list_numbered(
+        mut rows: Vec<u32>,
+        size: usize,
+        during: impl Fn(usize, &mut Vec<u32>),
+    ) -> Vec<u32> {
         let mut token: Option<String> = None;
         let mut read = Vec::new();
-        for call in 0..20 {
-            if call == 1 {
-                rows.remove(0); // deleted while page 2 is on its way
+        for call in 0..100 {
+            if call > 0 {
+                during(call, &mut rows);
             }
             let cur = NumberedCursor::from_token(token.as_deref()).unwrap();
             let page: Vec<u32> = rows
                 .iter()
                 .copied()
-                .skip((cur.page - 1) * 3)
-                .take(3)
+                .skip((cur.page - 1) * size)
+                .take(size)
                 .collect();
             read.extend(&page);
-            match cur.next(Some(rows.len()), page.len(), 3).unwrap() {
+            match cur.next(Some(rows.len()), page.len(), size).unwrap() {
                 Some(t) => token = Some(t),
-                None => break,
+                None => return read,
             }
         }
-        for id in 2..=9 {
+        panic!("the listing never ended");
+    }
+
+    #[test]
+    fn a_numbered_listing_skips_nothing_when_rows_go_and_come_during_it() {
+        for at in 1..5 {
+            // A row deleted before the reader and one added at the end, the total unchanged.
+            let read = list_numbered((1..=9).collect(), 2, |call, rows| {
+                if call == at {
+                    rows.remove(0);
+                    rows.push(10);
+                }
+            });
+            for id in 2..=9 {
+                assert!(read.contains(&id), "at {at}: {id} was skipped: {read:?}");
+            }
+        }
+        let read = list_numbered((1..=20).collect(), 3, |call, rows| {
+            if call == 2 {
+                rows.retain(|r| *r > 8);
+            }
+        });
+        for id in 9..=20 {
             assert!(read.contains(&id), "{id} was skipped: {read:?}");
         }
     }

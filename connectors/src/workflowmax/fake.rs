@@ -103,17 +103,14 @@ struct Contact {
     custom: BTreeMap<String, String>,
 }
 
-/// Where the last paged listing stopped: the next page resumes there instead of skipping
-/// through every client again, as the real API answers any page in about the same time.
-/// A change to any client (`edits`) or a new one (`next`) makes it stale.
-#[derive(Clone, Copy)]
+/// The filtered list of the last paged listing, kept while nothing changes so any page of
+/// it is answered in about the same time, as the real API answers any page (its keys in
+/// list order). A change to any client (`edits`) or a new one (`next`) makes it stale.
+#[derive(Clone)]
 struct Listing {
     since: Option<DateTime<Utc>>,
-    size: usize,
-    page: usize,
-    after: u64,
-    total: usize,
     stamp: (u64, u64),
+    keys: Arc<Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -737,43 +734,44 @@ async fn list(
         .filter(|s| *s > 0)
         .unwrap_or(100);
     let mut g = fake.lock();
-    let changed = |c: &Client| since.is_none_or(|s| c.modified >= s);
     let stamp = (g.next, g.edits);
-    // The page after the one last served resumes where it stopped.
-    let resume = g
+    let cached = g
         .listing
-        .filter(|l| paged && (l.since, l.size, l.page + 1, l.stamp) == (since, size, page, stamp));
-    let total = match resume {
-        Some(l) => l.total,
-        None => g.clients.values().filter(|c| changed(c)).count(),
+        .as_ref()
+        .filter(|l| paged && (l.since, l.stamp) == (since, stamp))
+        .map(|l| Arc::clone(&l.keys));
+    let all = match cached {
+        Some(keys) => keys,
+        None => {
+            let keys: Arc<Vec<u64>> = Arc::new(
+                g.clients
+                    .iter()
+                    .filter(|(_, c)| since.is_none_or(|s| c.modified >= s))
+                    .map(|(k, _)| *k)
+                    .collect(),
+            );
+            if paged {
+                g.listing = Some(Listing {
+                    since,
+                    stamp,
+                    keys: Arc::clone(&keys),
+                });
+            }
+            keys
+        }
     };
-    let (from, skip) = match resume {
-        Some(l) => (l.after + 1, 0),
-        None => (0, if paged { (page - 1) * size } else { 0 }),
-    };
-    let keys: Vec<u64> = g
-        .clients
-        .range(from..)
-        .filter(|(_, c)| changed(c))
-        .skip(skip)
+    let total = all.len();
+    let keys: Vec<u64> = all
+        .iter()
+        .copied()
+        .skip(if paged { (page - 1) * size } else { 0 })
         .take(if paged { size } else { usize::MAX })
-        .map(|(k, _)| *k)
         .collect();
     let clients: Vec<Value> = keys
         .iter()
         .filter_map(|k| g.clients.get(k))
         .map(|c| client_value(&g, c, detailed))
         .collect();
-    if let (true, Some(&after)) = (paged, keys.last()) {
-        g.listing = Some(Listing {
-            since,
-            size,
-            page,
-            after,
-            total,
-            stamp,
-        });
-    }
     let mut payload = vec![("Clients", Value::Array(clients))];
     if paged {
         payload.push(("Page", page.into()));

@@ -127,10 +127,14 @@ pub fn content_hash(v: &Value) -> String {
 
 /// The content hash of a value already serialized (the hub stores this text, so a record's
 /// stored hash equals `content_hash` of its data).
+///
+/// The first 128 bits of SHA-256, as 32 hex digits: these hashes only tell whether a
+/// record changed (a collision among one record's versions is beyond any practical
+/// chance), and two of them sit in every id map and one in every hub record.
 fn text_hash(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
+    let mut out = String::with_capacity(32);
+    for b in Sha256::digest(bytes).iter().take(16) {
         out.push(HEX[(b >> 4) as usize] as char);
         out.push(HEX[(b & 15) as usize] as char);
     }

@@ -331,6 +331,52 @@ impl Store {
             .get_result(c)?)
     }
 
+    /// Writes only the metadata of some id maps (what updates are about to send, recorded
+    /// before they are sent) in one statement: a statement per row would cost an
+    /// incremental run more than its writes.
+    pub fn save_idmap_metadata(c: &mut AnyConnection, maps: &[&IdMap]) -> Result<()> {
+        if maps.is_empty() {
+            return Ok(());
+        }
+        match c {
+            AnyConnection::Postgresql(pg) => {
+                use diesel::sql_types::{Array, BigInt, Nullable, Text};
+                let ids: Vec<i64> = maps.iter().map(|m| m.id).collect();
+                let meta: Vec<Option<String>> = maps.iter().map(|m| m.metadata.clone()).collect();
+                diesel::sql_query(
+                    "UPDATE id_maps SET metadata = v.metadata \
+                     FROM (SELECT unnest($1) AS id, unnest($2) AS metadata) AS v \
+                     WHERE id_maps.id = v.id",
+                )
+                .bind::<Array<BigInt>, _>(ids)
+                .bind::<Array<Nullable<Text>>, _>(meta)
+                .execute(pg)?;
+            }
+            AnyConnection::Sqlite(lite) => {
+                use diesel::sql_types::{BigInt, Nullable, Text};
+                // One statement per 400 rows (3 bound values each, under SQLite's limit).
+                for chunk in maps.chunks(400) {
+                    let whens = "WHEN ? THEN ? ".repeat(chunk.len());
+                    let ids = vec!["?"; chunk.len()].join(", ");
+                    let sql = format!(
+                        "UPDATE id_maps SET metadata = CASE id {whens}END WHERE id IN ({ids})"
+                    );
+                    let mut q = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+                    for m in chunk {
+                        q = q
+                            .bind::<BigInt, _>(m.id)
+                            .bind::<Nullable<Text>, _>(m.metadata.clone());
+                    }
+                    for m in chunk {
+                        q = q.bind::<BigInt, _>(m.id);
+                    }
+                    q.execute(lite)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Saves a page's id maps: new ones in bulk (`insert_many!`), known ones updated.
     pub fn save_idmaps(c: &mut AnyConnection, maps: &[IdMap]) -> Result<()> {
         let (new, known): (Vec<&IdMap>, Vec<&IdMap>) = maps.iter().partition(|m| m.id == 0);

@@ -222,6 +222,7 @@ impl EntitySync<'_> {
         // Commit the intent before calling the application: what each create and update
         // sends, so a write whose answer never comes is known for Ferry's own.
         c.transaction(|c| {
+            let mut sending = Vec::new();
             for w in work.iter_mut() {
                 match (&w.action, &w.changed) {
                     (Action::Create { recovering: false }, _) => {
@@ -235,11 +236,14 @@ impl EntitySync<'_> {
                             .filter_map(|f| Some((f.clone(), hub.get(f)?.clone())))
                             .collect();
                         w.map.set_sent(Some(sent));
+                        sending.push(&w.map);
+                        continue;
                     }
                     _ => continue,
                 }
                 w.map.id = Store::save_idmap(c, &w.map)?;
             }
+            Store::save_idmap_metadata(c, &sending)?;
             Ok::<_, anyhow::Error>(())
         })?;
         drop(c);
@@ -301,6 +305,11 @@ impl EntitySync<'_> {
                 Err(e) => {
                     self.counts.errors += 1;
                     let pending = w.map.state() == LinkState::PendingCreate;
+                    if matches!(w.action, Action::Update(_)) && !may_have_landed(&e) {
+                        // An answer that refuses the write: nothing of it is in the
+                        // application, so nothing there is Ferry's own.
+                        w.map.set_sent(None);
+                    }
                     w.map.fail(Side::External, e.to_string());
                     if pending {
                         // The create may have happened: the next run matches before creating.
@@ -403,6 +412,12 @@ impl EntitySync<'_> {
             .await
             .map(|r| (r, true))
     }
+}
+
+/// Whether a failed write may still have been stored: no answer came, or one Ferry could
+/// not read. A refusal (4xx), a rate limit or an authentication failure stored nothing.
+fn may_have_landed(e: &ApiError) -> bool {
+    matches!(e, ApiError::Transient(_) | ApiError::Malformed(_))
 }
 
 /// The base after a successful write: an update makes the fields it sent agreed; a create,
