@@ -125,6 +125,16 @@ pub fn content_hash(v: &Value) -> String {
     text_hash(&serde_json::to_vec(v).unwrap_or_default())
 }
 
+/// Whether a stored hash is the hash `now`: the same, or one stored before hashes were cut
+/// to 128 bits (64 hex digits then, whose first 32 are the same hash).
+pub fn same_hash(stored: Option<&str>, now: &str) -> bool {
+    match stored {
+        Some(s) if s.len() == 64 => s.get(..32) == Some(now),
+        Some(s) => s == now,
+        None => false,
+    }
+}
+
 /// The content hash of a value already serialized (the hub stores this text, so a record's
 /// stored hash equals `content_hash` of its data).
 ///

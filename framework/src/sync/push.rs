@@ -13,7 +13,7 @@ use super::merge::{self, FieldSet, Fields};
 use super::support::{content_hash, external_fingerprint, PageRefs};
 use super::EntitySync;
 use crate::http::ApiError;
-use crate::store::hub::HubRecord;
+use crate::store::hub::{same_hash, HubRecord};
 use crate::store::idmaps::{IdMap, LinkState, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
@@ -152,7 +152,7 @@ impl EntitySync<'_> {
                     continue;
                 }
             }
-            if m.external_id.is_some() && m.hub_hash.as_deref() == Some(h.as_str()) && !waiting {
+            if m.external_id.is_some() && same_hash(m.hub_hash.as_deref(), &h) && !waiting {
                 self.counts.skipped += 1;
                 continue;
             }

@@ -15,7 +15,7 @@ use super::premap::{to_hub, Prepared, Ready};
 use super::support::{content_hash, PageRefs};
 use super::EntitySync;
 use crate::store::conflicts::NewConflict;
-use crate::store::hub::{FieldTimes, HubRecord, HubWrite, StoredData};
+use crate::store::hub::{same_hash, FieldTimes, HubRecord, HubWrite, StoredData};
 use crate::store::idmaps::{IdMap, LinkState, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
@@ -204,7 +204,7 @@ impl EntitySync<'_> {
                 }
             };
             self.key_items(&mut m, &g.record, &mut values);
-            if m.hub_id.is_some() && m.ext_hash.as_deref() == Some(hash.as_str()) {
+            if m.hub_id.is_some() && same_hash(m.ext_hash.as_deref(), &hash) {
                 // Unchanged since Ferry last saw it (or wrote it: an echo).
                 self.counts.skipped += 1;
                 if self.unchanged(&mut m, &values) || moved {
@@ -411,7 +411,7 @@ impl EntitySync<'_> {
             // Linked before bases existed. A hub unchanged since that link's last sync
             // holds what was agreed; a hub changed too leaves nothing known as agreed, so
             // every difference is settled by the policy.
-            None if k.map.hub_hash.as_deref() == Some(content_hash(&h.data).as_str()) => {
+            None if same_hash(k.map.hub_hash.as_deref(), &content_hash(&h.data)) => {
                 fields.project(&h.data, false)
             }
             None => Fields::new(),
