@@ -33,6 +33,31 @@ struct Setup {
     page_size: usize,
 }
 
+impl Setup {
+    fn tenants(n: usize) -> Setup {
+        Setup {
+            tenants: n,
+            ..Setup::default()
+        }
+    }
+    fn wfm(self) -> Setup {
+        Setup { wfm: true, ..self }
+    }
+    fn wfm_first(self) -> Setup {
+        Setup {
+            wfm: true,
+            wfm_first: true,
+            ..self
+        }
+    }
+    fn page(self, page_size: usize) -> Setup {
+        Setup { page_size, ..self }
+    }
+    fn policy(self, conflict: ConflictPolicy) -> Setup {
+        Setup { conflict, ..self }
+    }
+}
+
 impl Default for Setup {
     fn default() -> Self {
         Setup {
@@ -207,14 +232,7 @@ async fn newest_wins_by_the_applications_edit_times_in_either_connection_order()
     for b_first in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let mut o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let mut o = setup(&db, Setup::tenants(2)).await;
             let start = t0();
             o.so[0].set_clock(Some(start));
             o.so[1].set_clock(Some(start));
@@ -266,14 +284,7 @@ async fn newest_wins_by_the_applications_edit_times_in_either_connection_order()
 async fn a_hub_change_never_diverges_the_sides_under_hub_wins() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                conflict: ConflictPolicy::Hub,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).policy(ConflictPolicy::Hub)).await;
         let so = &o.so[0];
         let id = so.add_contact("Fjord Analytics", "NO2", "");
         o.sync().await;
@@ -319,14 +330,7 @@ async fn a_hub_change_never_diverges_the_sides_under_hub_wins() {
 async fn edits_to_different_fields_in_two_applications_both_survive() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                wfm: true,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).wfm()).await;
         let so = &o.so[0];
         let id = so.add_contact("Harbour Logistics", "NO3", "");
         o.sync().await;
@@ -352,14 +356,7 @@ async fn an_edit_during_a_paged_listing_never_makes_another_record_vanish() {
     for same_time in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let o = setup(
-                &db,
-                Setup {
-                    page_size: 2,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let o = setup(&db, Setup::tenants(1).page(2)).await;
             let so = &o.so[0];
             let start = t0();
             let mut ids = Vec::new();
@@ -403,16 +400,7 @@ async fn an_edit_during_a_paged_listing_never_makes_another_record_vanish() {
 async fn a_deletion_during_a_numbered_listing_never_makes_another_record_vanish() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 0,
-                wfm: true,
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(0).wfm().page(2)).await;
         let uuids: Vec<String> = (1..=5)
             .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
             .collect();
@@ -468,14 +456,7 @@ async fn an_application_whose_clock_runs_behind_loses_no_edit() {
 async fn a_deferred_push_survives_the_next_pull() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let c1 = a.add_contact("Alpha AS", "", "");
         let p = a.add_person("Ola", "Nordmann", "ola@alpha.example", Some(c1));
@@ -561,14 +542,7 @@ async fn an_ambiguous_match_never_merges_different_people() {
 async fn a_move_the_target_cannot_make_is_not_reverted_at_the_source() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                wfm: true,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).wfm()).await;
         let so = &o.so[0];
         let one = so.add_contact("One AS", "", "");
         let two = so.add_contact("Two AS", "", "");
@@ -652,14 +626,7 @@ async fn records_linked_before_bases_existed_take_their_current_values_as_base()
 async fn a_lossy_rule_never_rewrites_a_field_that_did_not_change() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                wfm: true,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).wfm()).await;
         let so = &o.so[0];
         let acme = so.add_contact("Acme AS", "", "");
         let p = so.add_person("Ingrid", "Solberg", "Ingrid@Acme.example", Some(acme));
@@ -712,14 +679,7 @@ async fn a_lossy_rule_never_rewrites_a_field_that_did_not_change() {
 async fn a_write_whose_answer_was_lost_never_reverts_a_newer_edit() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let start = t0();
         a.set_clock(Some(start));
@@ -807,14 +767,7 @@ async fn a_stale_hub_write_is_refused() {
 async fn concurrent_pulls_of_two_connections_keep_both_edits() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let ida = a.add_contact("Shared AS", "NO5", "");
         o.sync().await;
@@ -907,14 +860,7 @@ async fn first_sync_match_under_newest_goes_by_source_times_in_either_order() {
     for b_first in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let mut o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let mut o = setup(&db, Setup::tenants(2)).await;
             let start = t0();
             o.so[0].set_clock(Some(start));
             let a = o.so[0].add_contact("Acme AS", "NO1", "");
@@ -951,14 +897,7 @@ async fn first_sync_match_under_newest_goes_by_source_times_in_either_order() {
 async fn an_edit_made_before_the_settle_pass_writes_the_record_is_not_lost() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let a = o.so[0].add_contact("Echo AS", "NO5", "");
         o.sync().await;
         let b = b_contact_id(&o, "Echo AS");
@@ -1075,16 +1014,7 @@ async fn a_lost_create_then_a_hub_rename_is_not_duplicated() {
 async fn an_ambiguous_key_split_across_pages_never_merges_different_people() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                wfm: true,
-                wfm_first: true,
-                page_size: 1,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).wfm_first().page(1)).await;
         let so = &o.so[0];
         let start = t0();
         so.set_clock(Some(start));
@@ -1136,14 +1066,7 @@ async fn an_ambiguous_key_split_across_pages_never_merges_different_people() {
 async fn two_edits_during_the_last_page_lose_neither() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).page(2)).await;
         let so = &o.so[0];
         let start = t0() - Duration::hours(2);
         let mut ids = Vec::new();
@@ -1183,14 +1106,7 @@ async fn a_three_way_conflict_goes_to_the_newest_edit_in_either_order() {
     for b_first in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let mut o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let mut o = setup(&db, Setup::tenants(2)).await;
             let a = o.so[0].add_contact("Tri AS", "", "");
             o.sync().await;
             let b = b_contact_id(&o, "Tri AS");
@@ -1245,15 +1161,7 @@ async fn conflicts_under_every_policy_converge_and_keep_other_fields() {
         for b_first in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let db = backends(dir.path()).remove(0);
-            let mut o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    conflict: policy,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let mut o = setup(&db, Setup::tenants(2).policy(policy)).await;
             let start = t0();
             o.so[0].set_clock(Some(start));
             o.so[1].set_clock(Some(start));
@@ -1297,14 +1205,7 @@ async fn conflicts_under_every_policy_converge_and_keep_other_fields() {
 async fn a_failed_hub_win_is_not_reverted_by_an_edit_to_another_field() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let mut o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let mut o = setup(&db, Setup::tenants(2)).await;
         let start = t0();
         o.so[0].set_clock(Some(start));
         o.so[1].set_clock(Some(start));
@@ -1341,14 +1242,7 @@ async fn a_failed_hub_win_is_not_reverted_by_an_edit_to_another_field() {
 async fn a_deferred_move_whose_target_is_edited_meanwhile_arrives() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let c1 = a.add_contact("Alpha AS", "", "");
         let p = a.add_person("Ola", "Nordmann", "ola@alpha.example", Some(c1));
@@ -1384,14 +1278,7 @@ async fn a_move_and_a_rename_and_a_title_edit_all_arrive() {
     for b_first in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let db = backends(dir.path()).remove(0);
-        let mut o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let mut o = setup(&db, Setup::tenants(2)).await;
         let c1 = o.so[0].add_contact("One AS", "", "");
         let c2 = o.so[0].add_contact("Two AS", "", "");
         let p = o.so[0].add_person("Kari", "Flytter", "kari@one.example", Some(c1));
@@ -1432,14 +1319,7 @@ async fn a_move_and_a_rename_and_a_title_edit_all_arrive() {
 async fn null_and_empty_values_settle_and_stay_idle() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                wfm: true,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).wfm()).await;
         let so = &o.so[0];
         let id = so.add_contact("Blank AS", "", "");
         so.edit(
@@ -1487,14 +1367,7 @@ async fn null_and_empty_values_settle_and_stay_idle() {
 async fn first_sync_matching_on_key_variants() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let a = o.so[0].add_contact("Delta AS", "NO7", "");
         let b = o.so[1].add_contact("  DELTA as ", "NO7", "");
         o.sync().await;
@@ -1520,15 +1393,7 @@ async fn first_sync_matching_on_key_variants() {
 async fn failures_mid_listing_and_mid_push_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2).page(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let start = t0();
         let mut ids = Vec::new();
@@ -1589,14 +1454,7 @@ async fn edits_during_an_incremental_listing_of_tied_rows_all_arrive() {
     {
         let dir = tempfile::tempdir().unwrap();
         let db = backends(dir.path()).remove(0);
-        let o = setup(
-            &db,
-            Setup {
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).page(2)).await;
         let so = &o.so[0];
         let start = t0() - Duration::hours(3);
         so.set_clock(Some(start));
@@ -1665,16 +1523,7 @@ async fn undo_org_match_three_pages_with_persons() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    conflict: policy,
-                    page_size: 1,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let o = setup(&db, Setup::tenants(2).page(1).policy(policy)).await;
             let (a, b) = (&o.so[0], &o.so[1]);
             let start = t0();
             a.set_clock(Some(start));
@@ -1775,15 +1624,7 @@ async fn undo_org_match_three_pages_with_persons() {
 async fn undo_org_match_after_hub_edit_between_pages() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                page_size: 1,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2).page(1)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let start = t0();
         a.set_clock(Some(start));
@@ -1859,14 +1700,7 @@ async fn lost_update_then_user_edit_same_field() {
     for same in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let o = setup(&db, Setup::tenants(2)).await;
             let (a, b) = (&o.so[0], &o.so[1]);
             let ida = a.add_contact("Echo AS", "", "");
             o.sync().await;
@@ -1900,14 +1734,7 @@ async fn lost_update_then_user_edit_same_field() {
 async fn lost_then_refused_update_then_user_sets_refused_value() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let ida = a.add_contact("Echo AS", "", "");
         o.sync().await;
@@ -1947,14 +1774,7 @@ async fn lost_then_refused_update_then_user_sets_refused_value() {
 async fn lost_then_refused_update_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let ida = a.add_contact("Echo AS", "", "");
         o.sync().await;
@@ -2094,14 +1914,7 @@ async fn lost_create_then_hub_clears_a_field() {
 async fn offset_listing_with_edits_on_several_pages() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).page(2)).await;
         let so = &o.so[0];
         let start = t0();
         let mut ids = Vec::new();
@@ -2158,16 +1971,7 @@ async fn offset_listing_with_edits_on_several_pages() {
 async fn numbered_listing_shrinks_twice() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 0,
-                wfm: true,
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(0).wfm().page(2)).await;
         let uuids: Vec<String> = (1..=8)
             .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
             .collect();
@@ -2206,15 +2010,7 @@ async fn hub_wins_conflict_push_fails_then_other_field_edit() {
     for refuse in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         for db in backends(dir.path()) {
-            let o = setup(
-                &db,
-                Setup {
-                    tenants: 2,
-                    conflict: ConflictPolicy::Hub,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let o = setup(&db, Setup::tenants(2).policy(ConflictPolicy::Hub)).await;
             let (a, b) = (&o.so[0], &o.so[1]);
             let ida = a.add_contact("Zeta AS", "", "");
             o.sync().await;
@@ -2253,14 +2049,7 @@ async fn hub_wins_conflict_push_fails_then_other_field_edit() {
 async fn refused_update_then_user_sets_refused_value() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let ida = a.add_contact("Echo AS", "", "");
         o.sync().await;
@@ -2296,15 +2085,7 @@ async fn refused_update_then_user_sets_refused_value() {
 async fn same_record_relisted_on_later_page_is_not_an_ambiguity() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 2,
-                page_size: 1,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(2).page(1)).await;
         let (a, b) = (&o.so[0], &o.so[1]);
         let start = t0();
         a.set_clock(Some(start));
@@ -2364,16 +2145,7 @@ async fn same_record_relisted_on_later_page_is_not_an_ambiguity() {
 async fn numbered_listing_remove_and_add_same_total() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 0,
-                wfm: true,
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(0).wfm().page(2)).await;
         let uuids: Vec<String> = (1..=8)
             .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
             .collect();
@@ -2407,16 +2179,7 @@ async fn numbered_listing_remove_and_add_same_total() {
 async fn numbered_listing_remove_and_add_on_second_run() {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
-        let o = setup(
-            &db,
-            Setup {
-                tenants: 1,
-                wfm: true,
-                page_size: 2,
-                ..Default::default()
-            },
-        )
-        .await;
+        let o = setup(&db, Setup::tenants(1).wfm().page(2)).await;
         let uuids: Vec<String> = (1..=8)
             .map(|i| o.wfm().add_client(&format!("Client {i}"), json!({})))
             .collect();
