@@ -728,6 +728,48 @@ async fn a_write_whose_answer_was_lost_never_reverts_a_newer_edit() {
     }
 }
 
+/// A record the hub refuses (a value of the wrong type) keeps failing, visibly, until it is
+/// fixed, and the valid edits that came with it are not lost meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_the_hub_refuses_loses_nothing_that_came_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in backends(dir.path()) {
+        let o = setup(&db, Setup::default()).await;
+        let so = &o.so[0];
+        let id = so.add_contact("Typed AS", "", "");
+        o.sync().await;
+        // A number where the hub model wants text, with a valid edit beside it.
+        so.edit(
+            "Contact",
+            id,
+            json!({"Department": "Sales", "UserDefinedFields": {"SuperOffice:1": 5}}),
+        );
+        for _ in 0..2 {
+            let r = o.sync().await;
+            let errors: u64 = r
+                .iter()
+                .flat_map(|r| &r.entities)
+                .map(|e| e.counts.errors)
+                .sum();
+            assert_eq!(
+                errors, 1,
+                "{}: the refusal is reported every run: {r:?}",
+                &*db
+            );
+        }
+        so.edit(
+            "Contact",
+            id,
+            json!({"UserDefinedFields": {"SuperOffice:1": "Shipping"}}),
+        );
+        o.sync().await;
+        let h = o.hub_named("Organization", "name", "Typed AS").unwrap();
+        assert_eq!(h.data["department"], "Sales", "{}", &*db);
+        assert_eq!(h.data["industry"], "Shipping", "{}", &*db);
+        idle(&o).await;
+    }
+}
+
 /// 9. A hub record changed between a writer's read and its write is not overwritten.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_hub_write_is_refused() {

@@ -9,7 +9,7 @@ mod push;
 mod settle;
 pub mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -581,6 +581,8 @@ impl Engine {
                                 started,
                                 stats: Arc::clone(&stats),
                                 matched: Default::default(),
+                                retried: HashMap::new(),
+                                retrying: false,
                             })
                             .collect();
                         let errors = match half {
@@ -741,6 +743,10 @@ pub(crate) struct EntitySync<'a> {
     /// First-time matches made in this run, by match key: undone if a later page shows
     /// the key held by another record of the application.
     matched: settle::MatchLog,
+    /// Records this run's retries settled, by external id, with the hash of the version
+    /// they saw (`Some` while the retries run): the listing passes over that version.
+    retried: HashMap<String, String>,
+    retrying: bool,
 }
 
 impl EntitySync<'_> {

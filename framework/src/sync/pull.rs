@@ -51,7 +51,12 @@ pub(crate) async fn pull_entity(
         _ => limit,
     };
     let read_started = Utc::now();
-    pull_retries(split, jobs).await?;
+    // A record is settled at most once a run: what the retries read, the listing passes
+    // over (a version changed since is a new change).
+    jobs.iter_mut().for_each(|j| j.retrying = true);
+    let retried = pull_retries(split, jobs).await;
+    jobs.iter_mut().for_each(|j| j.retrying = false);
+    retried?;
     let size = jobs[0].page_size(first_sync);
     let parts: Arc<[Part]> = parts(jobs).into();
     let fetch =

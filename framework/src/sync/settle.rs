@@ -204,6 +204,12 @@ impl EntitySync<'_> {
                 }
             };
             self.key_items(&mut m, &g.record, &mut values);
+            if self.retrying {
+                self.retried.insert(g.id.clone(), hash.clone());
+            } else if self.retried.get(&g.id) == Some(&hash) {
+                self.counts.skipped += 1;
+                continue;
+            }
             if m.hub_id.is_some() && same_hash(m.ext_hash.as_deref(), &hash) {
                 // Unchanged since Ferry last saw it (or wrote it: an echo).
                 self.counts.skipped += 1;
@@ -509,6 +515,16 @@ impl EntitySync<'_> {
         let mut data = h.data.clone();
         fields.apply(&mut data, &s.to_hub);
         let label = self.label(&k.map);
+        if data != h.data {
+            if let Err(e) = self.engine.hub.validate(self.def.hub_entity, &label, &data) {
+                // Nothing is agreed and nothing seen: the record is settled again, and
+                // fails again visibly, on every run until it is fixed.
+                self.counts.errors += 1;
+                k.map.fail(Side::Hub, format!("{e:#}"));
+                staged.maps.push(k.map);
+                return h.uid;
+            }
+        }
         let pushes = s.push && self.sel.direction.to_external() && self.def.capabilities.update;
         k.map.hub_id = Some(h.uid.clone());
         k.map.set_state(LinkState::Linked);
@@ -517,11 +533,6 @@ impl EntitySync<'_> {
         k.map.updated_at = now();
         if data == h.data {
             self.counts.skipped += 1;
-        } else if let Err(e) = self.engine.hub.validate(self.def.hub_entity, &label, &data) {
-            self.counts.errors += 1;
-            k.map.fail(Side::Hub, format!("{e:#}"));
-            staged.maps.push(k.map);
-            return h.uid;
         } else {
             self.counts.updated_in_hub += 1;
             self.note(|| format!("hub: update {label}"));
