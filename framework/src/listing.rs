@@ -7,7 +7,8 @@
 //! it did not change). [`OffsetCursor`] makes each page after the first re-read the last
 //! rows of the page before (the overlap): rows the reader already has are dropped, a shift
 //! up to the overlap costs nothing, and a larger one (none of the overlap is found) starts
-//! the listing again from the top, a bounded number of times. Records read twice are
+//! the listing again from the top, a bounded number of times. [`NumberedCursor`] reads
+//! lists paged by number (which cannot overlap) from their end. Records read twice are
 //! de-duplicated by the engine, so over-reading is safe and under-reading never happens.
 
 use serde::{Deserialize, Serialize};
@@ -48,11 +49,7 @@ pub enum Advance {
 impl OffsetCursor {
     /// Reads a page token (`None`: the first page).
     pub fn from_token(token: Option<&str>) -> Result<OffsetCursor, ApiError> {
-        match token {
-            None => Ok(OffsetCursor::default()),
-            Some(t) => serde_json::from_str(t)
-                .map_err(|e| ApiError::Malformed(format!("bad page token {t:?}: {e}"))),
-        }
+        token.map_or_else(|| Ok(OffsetCursor::default()), decode)
     }
 
     /// The rows to ask for, as `(offset, count)`, for a page of `size` new rows.
@@ -66,12 +63,7 @@ impl OffsetCursor {
         let back = self.tail.len().min(self.skip);
         let overlap = &ids[..back.min(ids.len())];
         if back > 0 && !overlap.iter().any(|id| self.tail.contains(id)) {
-            if self.restarts >= MAX_RESTARTS {
-                return Err(ApiError::Transient(format!(
-                    "the list kept changing while it was read ({} restarts); it is read again next run",
-                    self.restarts
-                )));
-            }
+            check_restarts(self.restarts)?;
             let again = OffsetCursor {
                 restarts: self.restarts + 1,
                 ..OffsetCursor::default()
@@ -115,8 +107,29 @@ impl OffsetCursor {
     }
 
     fn token(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        encode(self)
     }
+}
+
+/// A cursor as the page token the engine hands back.
+fn encode(cursor: &impl Serialize) -> String {
+    serde_json::to_string(cursor).unwrap_or_default()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(token: &str) -> Result<T, ApiError> {
+    serde_json::from_str(token)
+        .map_err(|e| ApiError::Malformed(format!("bad page token {token:?}: {e}")))
+}
+
+/// A listing may start again [`MAX_RESTARTS`] times; past that the list keeps changing
+/// under the reader, and it is read again next run.
+fn check_restarts(restarts: u32) -> Result<(), ApiError> {
+    if restarts >= MAX_RESTARTS {
+        return Err(ApiError::Transient(format!(
+            "the list kept changing while it was read ({restarts} restarts); it is read again next run"
+        )));
+    }
+    Ok(())
 }
 
 /// Where a page-numbered listing is (`page`, `pagesize` APIs such as WorkflowMax's). Such a
@@ -144,14 +157,13 @@ pub struct NumberedCursor {
 impl NumberedCursor {
     /// Reads a page token (`None`: the first page).
     pub fn from_token(token: Option<&str>) -> Result<NumberedCursor, ApiError> {
-        match token {
-            None => Ok(NumberedCursor {
+        let first = || {
+            Ok(NumberedCursor {
                 page: 1,
                 ..NumberedCursor::default()
-            }),
-            Some(t) => serde_json::from_str(t)
-                .map_err(|e| ApiError::Malformed(format!("bad page token {t:?}: {e}"))),
-        }
+            })
+        };
+        token.map_or_else(first, decode)
     }
 
     /// The token of what follows a page that returned `returned` rows of `size` asked,
@@ -192,12 +204,7 @@ impl NumberedCursor {
     }
 
     fn restart(&self) -> Result<Option<String>, ApiError> {
-        if self.restarts >= MAX_RESTARTS {
-            return Err(ApiError::Transient(format!(
-                "the list kept shrinking while it was read ({} restarts); it is read again next run",
-                self.restarts
-            )));
-        }
+        check_restarts(self.restarts)?;
         let again = NumberedCursor {
             page: 1,
             total: None,
@@ -208,7 +215,7 @@ impl NumberedCursor {
     }
 
     fn token(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        encode(self)
     }
 }
 

@@ -379,6 +379,26 @@ impl EntitySync<'_> {
         }
     }
 
+    /// Whether an updated record, as the application answered, holds a value of a field
+    /// the update did not send that differs from the base: a user's edit made since the
+    /// last read.
+    fn holds_unread_edit(
+        &self,
+        w: &Work,
+        stored: &Value,
+        base: &Fields,
+        fields: &FieldSet,
+        refs: &PageRefs,
+    ) -> bool {
+        let (Some(changed), Ok(seen)) = (&w.changed, self.mapping.to_hub(stored, refs)) else {
+            return false;
+        };
+        fields
+            .project(&seen, true)
+            .iter()
+            .any(|(f, v)| !changed.contains(f) && base.get(f).unwrap_or(&Value::Null) != v)
+    }
+
     /// Creates a record, or after an interrupted create, links the one already there.
     /// Returns the stored record and whether it was created now.
     async fn create(&self, w: &Work, recovering: bool) -> Result<(Value, bool), ApiError> {
@@ -434,28 +454,6 @@ fn agreed(w: &Work, fields: &FieldSet) -> Fields {
             base
         }
         _ => hub,
-    }
-}
-
-impl EntitySync<'_> {
-    /// Whether an updated record, as the application answered, holds a value of a field
-    /// the update did not send that differs from the base: a user's edit made since the
-    /// last read.
-    fn holds_unread_edit(
-        &self,
-        w: &Work,
-        stored: &Value,
-        base: &Fields,
-        fields: &FieldSet,
-        refs: &PageRefs,
-    ) -> bool {
-        let (Some(changed), Ok(seen)) = (&w.changed, self.mapping.to_hub(stored, refs)) else {
-            return false;
-        };
-        fields
-            .project(&seen, true)
-            .iter()
-            .any(|(f, v)| !changed.contains(f) && base.get(f).unwrap_or(&Value::Null) != v)
     }
 }
 

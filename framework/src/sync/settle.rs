@@ -64,9 +64,9 @@ struct Matches {
     ambiguous: HashSet<String>,
     /// Hub records whose create into this application was interrupted, by hub id.
     pending: HashMap<String, IdMap>,
-    /// Interrupted creates (their id maps, with what was sent as their base, and the hub
-    /// records), for a record they left in the application to be recognized by content.
-    interrupted: Vec<(IdMap, HubRecord)>,
+    /// Interrupted creates (their id maps, hub records and what was sent), for a record
+    /// they left in the application to be recognized by content.
+    interrupted: Vec<(IdMap, HubRecord, Fields)>,
     /// Hub records already claimed in this page.
     claimed: HashSet<String>,
 }
@@ -135,16 +135,13 @@ impl EntitySync<'_> {
             .collect();
         let mut matches = self.matches(c, &candidates)?;
         let fields = FieldSet::of(self.mapping);
-        let undo: Vec<FirstMatch> = matches
-            .ambiguous
-            .iter()
-            .filter_map(|k| {
-                self.matched.ambiguous.insert(k.clone());
-                self.matched.merged.remove(k)
-            })
-            .collect();
-        for m in undo {
-            self.undo_match(c, m, &fields, &mut staged)?;
+        // Keys found ambiguous stay so for the run; a first-time match an earlier page
+        // made on one of them is undone.
+        for key in &matches.ambiguous {
+            self.matched.ambiguous.insert(key.clone());
+            if let Some(m) = self.matched.merged.remove(key) {
+                self.undo_match(c, m, &fields, &mut staged)?;
+            }
         }
         for k in candidates {
             let ext_id = k.map.external_id.clone().unwrap_or_default();
@@ -306,8 +303,12 @@ impl EntitySync<'_> {
         Ok(out)
     }
 
-    /// This connection's creates whose answer never came, with their hub records.
-    fn interrupted_creates(&self, c: &mut AnyConnection) -> Result<Vec<(IdMap, HubRecord)>> {
+    /// This connection's creates whose answer never came, with their hub records and what
+    /// they sent (kept as the pending id map's base; none for a create from before that).
+    fn interrupted_creates(
+        &self,
+        c: &mut AnyConnection,
+    ) -> Result<Vec<(IdMap, HubRecord, Fields)>> {
         let cid = self.p.connection_id;
         let maps = Store::interrupted_creates(c, cid, self.def.external_entity)?;
         let uids: Vec<String> = maps.iter().filter_map(|m| m.hub_id.clone()).collect();
@@ -319,7 +320,8 @@ impl EntitySync<'_> {
             .into_iter()
             .filter_map(|m| {
                 let h = hubs.remove(m.hub_id.as_deref()?)?;
-                Some((m, h))
+                let sent = merge::base_from_text(m.base.as_deref()).filter(|s| !s.is_empty())?;
+                Some((m, h, sent))
             })
             .collect())
     }
@@ -334,16 +336,13 @@ impl EntitySync<'_> {
         fields: &FieldSet,
     ) -> Option<(IdMap, HubRecord, Fields)> {
         let external = fields.project(&k.values, true);
-        let at = matches.interrupted.iter().position(|(m, h)| {
-            let sent = merge::base_from_text(m.base.as_deref()).unwrap_or_default();
-            !sent.is_empty()
-                && !matches.claimed.contains(&h.uid)
+        let at = matches.interrupted.iter().position(|(_, h, sent)| {
+            !matches.claimed.contains(&h.uid)
                 && sent
                     .iter()
                     .all(|(f, v)| external.get(f).unwrap_or(&Value::Null) == v)
         })?;
-        let (m, h) = matches.interrupted.swap_remove(at);
-        let sent = merge::base_from_text(m.base.as_deref()).unwrap_or_default();
+        let (m, h, sent) = matches.interrupted.swap_remove(at);
         matches.pending.remove(&h.uid);
         Some((m, h, sent))
     }
@@ -461,27 +460,27 @@ impl EntitySync<'_> {
                 .unwrap_or_default();
             format!("ambiguous match: more than one record has {on} {key:?}; kept apart, not merged")
         });
-        if ambiguous.is_none() {
-            if let Some(h) = key
-                .and_then(|key| matches.free.get(&key).cloned())
+        if let (None, Some(key)) = (&ambiguous, key) {
+            if let Some(h) = matches
+                .free
+                .get(&key)
                 .filter(|h| !matches.claimed.contains(&h.uid))
+                .cloned()
             {
                 if let Some(p) = matches.pending.remove(&h.uid) {
                     // The record an interrupted create left in the application.
                     k.map.id = p.id;
                     k.map.hub_hash = p.hub_hash;
                 }
-                if let Some(key) = self.engine.hub.match_key(self.def.hub_entity, &k.values) {
-                    self.matched.merged.insert(
-                        key,
-                        FirstMatch {
-                            external_id: k.map.external_id.clone().unwrap_or_default(),
-                            hub_id: h.uid.clone(),
-                            before: fields.project(&h.data, false),
-                            before_times: h.field_times.clone(),
-                        },
-                    );
-                }
+                self.matched.merged.insert(
+                    key,
+                    FirstMatch {
+                        external_id: k.map.external_id.clone().unwrap_or_default(),
+                        hub_id: h.uid.clone(),
+                        before: fields.project(&h.data, false),
+                        before_times: h.field_times.clone(),
+                    },
+                );
                 // Nothing was ever agreed: every difference is settled by the policy.
                 return Some(self.merge_into(k, h, Fields::new(), fields, staged));
             }
