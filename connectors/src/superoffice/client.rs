@@ -190,8 +190,11 @@ impl ExternalClient for SuperOfficeClient {
             ("$skip", skip.to_string()),
         ];
         if let Some(s) = since {
-            // `after` is strict; the contract is "at or after": one second earlier (the
-            // filter's precision) keeps records at the boundary time.
+            // The engine asks for "at or after"; the fake's `after` is strict, so one second
+            // earlier keeps records at the boundary time. SuperOffice documents `after` as a
+            // date operator and `afterTime` for times (en/api/search/odata/{date,datetime}.md,
+            // reference/contract-findings.md §6): moving to it is issue 16's, with the fake.
+            // The lookback re-reads the boundary either way.
             let s = s - chrono::Duration::seconds(1);
             query.push((
                 "$filter",

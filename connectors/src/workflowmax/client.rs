@@ -519,8 +519,11 @@ impl ExternalClient for WorkflowMaxClient {
                 "Contacts are listed with their Client".into(),
             ));
         }
-        // Paged by number: a client deleted during the listing moves the rest back one
-        // place, so the listing restarts when TotalRecords shrinks (framework listing).
+        // Paged by number (`page`, `pagesize`; `TotalRecords` comes back when either is
+        // passed: reference/external-apis.md, client.api/list paging). A client deleted
+        // during the listing moves the rest back one place, so the list is read from its
+        // end (framework listing). That assumes the list keeps creation order, as the fake
+        // does: no source says which order the API lists in.
         let cursor = NumberedCursor::from_token(page.token.as_deref())?;
         let number = cursor.page;
         let size = page.size.max(1);
