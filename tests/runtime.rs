@@ -777,11 +777,20 @@ async fn the_api_answers_only_good_keys_and_runs_syncs_to_completion() {
         for (key, want) in [
             (None, 401),
             (Some("ferry_not_a_key"), 401),
-            (Some(other.as_str()), 403),
+            // Another organization's run reads as one that does not exist.
+            (Some(other.as_str()), 404),
         ] {
             let (code, _) = status_of(call(Method::GET, &path, key)).await;
             assert_eq!(code, want);
         }
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
+        let lower = reqwest::Client::new()
+            .get(format!("{}{path}", s.base))
+            .header("Authorization", format!("bearer {read}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lower.status().as_u16(), 200);
         let (code, _) = status_of(call(Method::GET, "/api/v1/runs/999999", Some(&read))).await;
         assert_eq!(code, 404);
         // Or waited for in one call.

@@ -79,17 +79,25 @@ impl Default for SecretSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
-    /// Records per page on incremental runs.
+    /// Records per page on incremental runs (1–10000).
+    #[serde(deserialize_with = "ranged::page_size")]
     pub page_size: usize,
-    /// Records per page on an entity's first sync (external side first).
+    /// Records per page on an entity's first sync, external side first (1–10000).
+    #[serde(deserialize_with = "ranged::first_sync_batch_size")]
     pub first_sync_batch_size: usize,
-    /// External changes are read since `watermark - lookback` to survive clock skew.
+    /// External changes are read since `watermark - lookback` to survive clock skew
+    /// (0–604800 s, a week).
+    #[serde(deserialize_with = "ranged::lookback_seconds")]
     pub lookback_seconds: i64,
-    /// How long a connection lease lasts without renewal (a crashed run frees it after this).
+    /// How long a connection lease lasts without renewal; a run renews it every third of
+    /// this, so a killed run frees its connection after at most this (1–3600 s).
+    #[serde(deserialize_with = "ranged::lease_seconds")]
     pub lease_seconds: i64,
-    /// Per-request HTTP timeout.
+    /// Per-request HTTP timeout (1–600 s).
+    #[serde(deserialize_with = "ranged::http_timeout_seconds")]
     pub http_timeout_seconds: u64,
-    /// Retries of transient and rate-limited API calls before the record fails.
+    /// Retries of transient and rate-limited API calls before the record fails (0–20).
+    #[serde(deserialize_with = "ranged::max_retries")]
     pub max_retries: u32,
 }
 
@@ -99,7 +107,7 @@ impl Default for SyncSettings {
             page_size: 200,
             first_sync_batch_size: 100,
             lookback_seconds: 300,
-            lease_seconds: 600,
+            lease_seconds: 60,
             http_timeout_seconds: 30,
             max_retries: 3,
         }
@@ -112,25 +120,48 @@ impl Default for SyncSettings {
 pub struct RuntimeSettings {
     /// Where `ferry serve` listens.
     pub listen: String,
-    /// How often each organization syncs, unless its config says otherwise.
+    /// How often each organization syncs, unless its config says otherwise (1 s–30 days).
+    #[serde(deserialize_with = "ranged::sync_interval_seconds")]
     pub sync_interval_seconds: u64,
     /// Up to this share of the interval is added at random per connection, so many
-    /// organizations do not sync at the same second.
+    /// organizations do not sync at the same second (0–1).
+    #[serde(deserialize_with = "ranged::jitter_ratio")]
     pub jitter_ratio: f64,
     /// A job's lease; a worker renews it while it works, so only a dead worker's job
-    /// passes to another after this.
+    /// passes to another after this (1–3600 s).
+    #[serde(deserialize_with = "ranged::job_lease_seconds")]
     pub job_lease_seconds: i64,
-    /// Attempts before a job is dead.
+    /// Attempts before a job is dead (1–100).
+    #[serde(deserialize_with = "ranged::max_attempts")]
     pub max_attempts: i32,
-    /// Backoff after a failed attempt: `retry_base_seconds * 2^(attempt-1)`, capped.
+    /// Backoff after a failed attempt: `retry_base_seconds * 2^(attempt-1)`, capped
+    /// (each 1 s–1 day).
+    #[serde(deserialize_with = "ranged::retry_base_seconds")]
     pub retry_base_seconds: i64,
+    #[serde(deserialize_with = "ranged::retry_cap_seconds")]
     pub retry_cap_seconds: i64,
-    /// How often an idle worker looks for work, and the scheduler for due syncs.
+    /// How often an idle worker looks for work, and the scheduler for due syncs
+    /// (10–60000 ms).
+    #[serde(deserialize_with = "ranged::poll_millis")]
     pub poll_millis: u64,
-    /// Webhook events for one connection arriving within this window run as one sync.
+    /// Webhook events for one connection arriving within this window run as one sync
+    /// (0–3600 s).
+    #[serde(deserialize_with = "ranged::webhook_coalesce_seconds")]
     pub webhook_coalesce_seconds: i64,
-    /// `ferry status` groups runs of a connection this close together.
+    /// `ferry status` groups runs of a connection this close together (1–1440 min).
+    #[serde(deserialize_with = "ranged::run_cluster_minutes")]
     pub run_cluster_minutes: i64,
+    /// On SIGTERM, how long a running job may go on before it is stopped at its next safe
+    /// point and recorded as interrupted (1–600 s).
+    #[serde(deserialize_with = "ranged::shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
+    /// `ferry serve`: most connections open at once; more wait to be accepted (1–100000).
+    #[serde(deserialize_with = "ranged::max_connections")]
+    pub max_connections: usize,
+    /// `ferry serve`: a request's headers and body must arrive within this, and an idle
+    /// connection is closed after it (1–600 s).
+    #[serde(deserialize_with = "ranged::request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -139,13 +170,16 @@ impl Default for RuntimeSettings {
             listen: "127.0.0.1:8080".into(),
             sync_interval_seconds: 900,
             jitter_ratio: 0.1,
-            job_lease_seconds: 120,
+            job_lease_seconds: 30,
             max_attempts: 5,
             retry_base_seconds: 30,
             retry_cap_seconds: 3600,
             poll_millis: 1000,
             webhook_coalesce_seconds: 2,
             run_cluster_minutes: 15,
+            shutdown_grace_seconds: 20,
+            max_connections: 1024,
+            request_timeout_seconds: 30,
         }
     }
 }
@@ -171,16 +205,30 @@ impl Default for PathSettings {
 impl Settings {
     /// Loads `settings.yml`; a missing file is an error because paths are relative to it.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut s: Settings = load_yaml(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| input_error!("{}: cannot read: {e}", path.display()))?;
+        if text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#') || l == "---"
+        }) {
+            // Likely truncated: every default would apply silently, database included.
+            return Err(input_error!(
+                "{}: the settings file is empty; write at least `database: {{ url: ... }}`",
+                path.display()
+            ));
+        }
+        let mut s: Settings = parse_yaml(path, &text)?;
         s.base_dir = path
             .parent()
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        if s.sync.page_size == 0 || s.sync.first_sync_batch_size == 0 {
+        if s.runtime.retry_cap_seconds < s.runtime.retry_base_seconds {
             return Err(input_error!(
-                "{}: sync.page_size and sync.first_sync_batch_size must be at least 1",
-                path.display()
+                "{}: runtime.retry_cap_seconds ({}) must not be below runtime.retry_base_seconds ({})",
+                path.display(),
+                s.runtime.retry_cap_seconds,
+                s.runtime.retry_base_seconds
             ));
         }
         Ok(s)
@@ -253,6 +301,7 @@ impl Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgConfig {
+    #[serde(deserialize_with = "ranged::slug")]
     pub slug: String,
     pub name: String,
     #[serde(default = "yes")]
@@ -261,7 +310,7 @@ pub struct OrgConfig {
     #[serde(default)]
     pub date_filtering_limit: Option<DateTime<Utc>>,
     /// How often the scheduler syncs this organization (else settings' default).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ranged::optional_interval")]
     pub sync_interval_seconds: Option<u64>,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
@@ -403,5 +452,97 @@ impl ConnectionConfig {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+/// Range-checked settings: a value out of range is refused while the file is read, so the
+/// error names the file, line, column and field (a negative lookback silently missed edits,
+/// a zero rate or timeout hung, a huge lookback panicked).
+mod ranged {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+    use std::fmt::Display;
+    use std::ops::RangeInclusive;
+
+    fn check<'de, D, T>(d: D, field: &str, range: RangeInclusive<T>, unit: &str) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + PartialOrd + Display,
+    {
+        let v = T::deserialize(d)?;
+        if range.contains(&v) {
+            return Ok(v);
+        }
+        Err(D::Error::custom(format!(
+            "field `{field}` must be from {} to {}{unit}, not {v}",
+            range.start(),
+            range.end()
+        )))
+    }
+
+    macro_rules! ranged {
+        ($($name:ident: $t:ty = $lo:expr, $hi:expr, $unit:expr;)*) => {$(
+            pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                check(d, stringify!($name), $lo..=$hi, $unit)
+            }
+        )*};
+    }
+
+    ranged! {
+        page_size: usize = 1, 10_000, "";
+        first_sync_batch_size: usize = 1, 10_000, "";
+        lookback_seconds: i64 = 0, 604_800, " s";
+        lease_seconds: i64 = 1, 3600, " s";
+        http_timeout_seconds: u64 = 1, 600, " s";
+        max_retries: u32 = 0, 20, "";
+        sync_interval_seconds: u64 = 1, 2_592_000, " s";
+        jitter_ratio: f64 = 0.0, 1.0, "";
+        job_lease_seconds: i64 = 1, 3600, " s";
+        max_attempts: i32 = 1, 100, "";
+        retry_base_seconds: i64 = 1, 86_400, " s";
+        retry_cap_seconds: i64 = 1, 86_400, " s";
+        poll_millis: u64 = 10, 60_000, " ms";
+        webhook_coalesce_seconds: i64 = 0, 3600, " s";
+        run_cluster_minutes: i64 = 1, 1440, " min";
+        shutdown_grace_seconds: u64 = 1, 600, " s";
+        max_connections: usize = 1, 100_000, "";
+        request_timeout_seconds: u64 = 1, 600, " s";
+        sync_interval: u64 = 1, 2_592_000, " s";
+    }
+
+    /// An organization slug: it names files, URLs and log lines, so lowercase letters,
+    /// digits, `-` and `_`, starting with a letter or digit, at most 63 characters.
+    pub fn slug<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let v = String::deserialize(d)?;
+        let ok = v.len() <= 63
+            && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && v
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if ok {
+            return Ok(v);
+        }
+        Err(D::Error::custom(format!(
+            "field `slug` must be lowercase letters, digits, `-` and `_` (at most 63, starting with a letter or digit), not {v:?}"
+        )))
+    }
+
+    /// `sync_interval_seconds` of an organization, when given.
+    pub fn optional_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        sync_interval(d).map(Some)
+    }
+}
+
+/// Checks that a connector setting is an absolute http(s) URL with a host; the error names
+/// the field. Connectors call this for every URL they are given.
+pub fn check_http_url(field: &str, value: &str) -> Result<()> {
+    let ok = reqwest::Url::parse(value)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    match ok {
+        Some(_) => Ok(()),
+        None => Err(input_error!(
+            "settings: field `{field}` must be an http(s) URL, not {value:?}"
+        )),
     }
 }

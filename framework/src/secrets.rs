@@ -28,11 +28,18 @@ const PREFIX: &str = "v1:";
 impl Cipher {
     /// The key named by the settings: `secrets.key_env`, else `secrets.key_file` (created).
     pub fn from_settings(s: &Settings) -> Result<Cipher> {
+        // A bad key is a configuration error (exit 2), and its value is never shown.
         if let Ok(k) = std::env::var(&s.secrets.key_env) {
-            return Self::from_base64(&k)
-                .with_context(|| format!("environment variable {}", s.secrets.key_env));
+            return Self::from_base64(&k).map_err(|e| {
+                crate::input_error!("environment variable {}: {e}", s.secrets.key_env)
+            });
         }
-        Self::from_key_file(&s.resolve(&s.secrets.key_file))
+        let path = s.resolve(&s.secrets.key_file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return Self::from_base64(text.trim())
+                .map_err(|e| crate::input_error!("{}: {e}", path.display()));
+        }
+        Self::from_key_file(&path)
     }
 
     pub fn from_key_file(path: &Path) -> Result<Cipher> {

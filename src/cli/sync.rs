@@ -41,8 +41,7 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
             ));
         }
     }
-    let engine = Engine::from_settings(settings)?;
-    let mut prepared = Vec::new();
+    let mut pairs = Vec::new();
     for org in orgs
         .iter()
         .filter(|o| args.org.as_ref().is_none_or(|s| &o.slug == s))
@@ -52,12 +51,13 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
             continue;
         }
         for conn in &org.connections {
-            if args.connection.as_ref().is_some_and(|c| c != &conn.name) {
-                continue;
+            if args.connection.as_ref().is_none_or(|c| c == &conn.name) {
+                pairs.push((org, conn));
             }
-            prepared.push(engine.prepare(org, conn, None)?);
         }
     }
+    let engine = Engine::from_settings(settings)?;
+    let prepared = engine.prepare_all(pairs)?;
     if prepared.is_empty() {
         return Err(input_error!("nothing to sync: no connection matches"));
     }

@@ -95,7 +95,7 @@ impl Settings {
         let s: Settings =
             serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("settings: {e}"))?;
         if s.environment != "production"
-            && !(s.environment.starts_with("http://") || s.environment.starts_with("https://"))
+            && ferry_framework::config::check_http_url("environment", &s.environment).is_err()
         {
             bail!(
                 "settings: field `environment` must be production or the URL of a BlizWork server, not {:?}",

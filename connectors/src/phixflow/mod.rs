@@ -92,12 +92,7 @@ impl Settings {
     pub fn parse(v: &Value) -> Result<Settings> {
         let mut s: Settings =
             serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("settings: {e}"))?;
-        if !(s.base_url.starts_with("https://") || s.base_url.starts_with("http://")) {
-            bail!(
-                "settings: field `base_url` must be an http(s) URL, not {:?}",
-                s.base_url
-            );
-        }
+        ferry_framework::config::check_http_url("base_url", &s.base_url)?;
         if !s.base_url.ends_with('/') {
             s.base_url.push('/');
         }

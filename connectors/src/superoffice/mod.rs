@@ -47,6 +47,11 @@ impl Settings {
                 s.environment
             );
         }
+        for (field, url) in [("api_url", &s.api_url), ("token_url", &s.token_url)] {
+            if let Some(url) = url {
+                ferry_framework::config::check_http_url(field, url)?;
+            }
+        }
         if !s.context_identifier.starts_with("Cust") {
             bail!(
                 "settings: field `context_identifier` must look like Cust12345, not {:?}",

@@ -157,9 +157,7 @@ impl Settings {
         let mut s: Settings =
             serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("settings: {e}"))?;
         for (field, url) in [("api_url", &s.api_url), ("token_url", &s.token_url)] {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                bail!("settings: field `{field}` must be an http(s) URL, not {url:?}");
-            }
+            ferry_framework::config::check_http_url(field, url)?;
         }
         if !s.api_url.ends_with('/') {
             s.api_url.push('/');

@@ -50,7 +50,12 @@ pub struct TokenSource {
     stats: Arc<ApiStats>,
     /// The token in use; refreshes inside this process are serialized by this lock.
     current: Mutex<Option<String>>,
+    /// Tokens a refresh got that the store could not take yet (see [`TokenSource::keep`]).
+    unsaved: Mutex<Option<Tokens>>,
 }
+
+/// Saves of new tokens are tried this many times before they wait in memory.
+const SAVE_ATTEMPTS: u32 = 8;
 
 fn store_err(e: anyhow::Error) -> ApiError {
     ApiError::Transient(format!("credential store: {e:#}"))
@@ -72,13 +77,51 @@ impl TokenSource {
             tokens,
             stats: transport.stats.clone(),
             current: Mutex::new(None),
+            unsaved: Mutex::new(None),
         }
+    }
+
+    /// Saves tokens a refresh got. With rotation the stored refresh token is spent the
+    /// moment the application answered, so a store error (a busy database) must not drop
+    /// the new one: the save is retried with backoff, and if the store still refuses, the
+    /// tokens wait in memory and are saved before this source hands out anything again.
+    /// Returns whether they are the stored ones (false: another worker saved first).
+    async fn keep(&self, new: &Tokens, expected_version: i64) -> bool {
+        let mut wait = std::time::Duration::from_millis(50);
+        for attempt in 1..=SAVE_ATTEMPTS {
+            match self.tokens.save(new, expected_version) {
+                Ok(saved) => return saved,
+                Err(e) if attempt == SAVE_ATTEMPTS => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot save refreshed tokens; keeping them in memory and retrying");
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), attempt, "cannot save refreshed tokens yet"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(2));
+        }
+        *self.unsaved.lock().await = Some(Tokens {
+            version: expected_version,
+            ..new.clone()
+        });
+        true
+    }
+
+    /// Saves tokens an earlier refresh could not store. Errs while the store still refuses:
+    /// nothing may refresh (and spend the unsaved refresh token's predecessor) meanwhile.
+    async fn save_pending(&self) -> Result<(), ApiError> {
+        let mut unsaved = self.unsaved.lock().await;
+        if let Some(t) = unsaved.as_ref() {
+            self.tokens.save(t, t.version).map_err(store_err)?;
+            *unsaved = None;
+        }
+        Ok(())
     }
 
     /// A valid access token. `rejected` is a token the application just refused (401): a
     /// newer stored one is taken if another worker refreshed, else Ferry refreshes.
     pub async fn access_token(&self, rejected: Option<&str>) -> Result<String, ApiError> {
         let mut current = self.current.lock().await;
+        self.save_pending().await?;
         if let Some(t) = current.as_ref().filter(|t| Some(t.as_str()) != rejected) {
             return Ok(t.clone());
         }
@@ -167,7 +210,7 @@ impl TokenSource {
             expires_at: Some(Utc::now() + Duration::seconds(expires_in)),
             version: stored.version,
         };
-        if self.tokens.save(&new, stored.version).map_err(store_err)? {
+        if self.keep(&new, stored.version).await {
             return Ok(access);
         }
         // Another worker saved between our read and our save. Its refresh used the same

@@ -15,10 +15,25 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
+    #[serde(default, deserialize_with = "at_least_one")]
     pub concurrent: Option<u32>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub per_second: Option<u32>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub per_day: Option<u32>,
+}
+
+/// A limit of zero calls would hang every sync: refused where the config is read (with its
+/// line), like every other out-of-range setting.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match Option::<u32>::deserialize(d)? {
+        Some(0) => Err(serde::de::Error::custom(
+            "a rate limit must be at least 1 (leave it out for no limit)",
+        )),
+        v => Ok(v),
+    }
 }
 
 impl RateLimits {

@@ -5,16 +5,16 @@
 pub mod scheduler;
 pub mod worker;
 
+use crate::store::write_transaction;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
 use chrono::{Duration, NaiveDateTime};
-use diesel::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{ConnectionConfig, OrgConfig, SecretRef, Settings};
 use crate::store::jobs::NewJob;
 use crate::store::orgs::now;
 use crate::store::{AnyConnection, Store};
@@ -47,6 +47,36 @@ pub struct WebhookKeys {
     pub token: Option<String>,
 }
 
+/// A connection's webhook keys from the environment, if it takes webhooks. A variable
+/// that is unset or empty is a configuration error: an empty key would verify anyone's
+/// HMAC and `?token=`.
+fn webhook_keys(org: &OrgConfig, conn: &ConnectionConfig) -> Result<Option<WebhookKeys>> {
+    let Some(w) = &conn.webhooks else {
+        return Ok(None);
+    };
+    let read = |r: &Option<SecretRef>| {
+        r.as_ref()
+            .map(|r| {
+                std::env::var(&r.env)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| {
+                        crate::input_error!(
+                            "{}: connection {:?}: webhook secret: environment variable {} is not set or is empty",
+                            org.source.display(),
+                            conn.name,
+                            r.env
+                        )
+                    })
+            })
+            .transpose()
+    };
+    Ok(Some(WebhookKeys {
+        secret: read(&w.secret)?,
+        token: read(&w.token)?,
+    }))
+}
+
 /// Everything a worker, the scheduler and the server share.
 pub struct Runtime {
     pub engine: Engine,
@@ -61,41 +91,26 @@ impl Runtime {
     /// Opens the store and checks every connection's config, mappings and secrets, so a
     /// mistake stops the start instead of failing jobs later.
     pub fn start(settings: &Settings) -> Result<Arc<Runtime>> {
+        let orgs: Vec<_> = settings
+            .organizations()?
+            .into_iter()
+            .filter(|o| o.sync_enabled)
+            .collect();
+        let pairs: Vec<_> = orgs
+            .iter()
+            .flat_map(|o| o.connections.iter().map(move |c| (o, c)))
+            .collect();
+        let keys = pairs
+            .iter()
+            .map(|(org, conn)| webhook_keys(org, conn))
+            .collect::<Result<Vec<_>>>()?;
         let engine = Engine::from_settings(settings)?;
-        let mut connections = Vec::new();
-        let mut webhook_keys = HashMap::new();
-        for org in settings.organizations()? {
-            if !org.sync_enabled {
-                continue;
-            }
-            for conn in &org.connections {
-                let p = engine.prepare(&org, conn, None)?;
-                if let Some(w) = &conn.webhooks {
-                    let read = |r: &Option<crate::config::SecretRef>| {
-                        r.as_ref()
-                            .map(|r| {
-                                std::env::var(&r.env).map_err(|_| {
-                                    crate::input_error!(
-                                        "{}: connection {:?}: webhook secret: environment variable {} is not set",
-                                        org.source.display(),
-                                        conn.name,
-                                        r.env
-                                    )
-                                })
-                            })
-                            .transpose()
-                    };
-                    webhook_keys.insert(
-                        p.connection_id,
-                        WebhookKeys {
-                            secret: read(&w.secret)?,
-                            token: read(&w.token)?,
-                        },
-                    );
-                }
-                connections.push(p);
-            }
-        }
+        let connections = engine.prepare_all(pairs)?;
+        let webhook_keys = connections
+            .iter()
+            .zip(keys)
+            .filter_map(|(p, k)| Some((p.connection_id, k?)))
+            .collect();
         Ok(Arc::new(Runtime {
             engine,
             connections,
@@ -170,7 +185,7 @@ impl Runtime {
                 .insert(record_id.to_string());
             let run_at =
                 now() + Duration::seconds(self.settings().runtime.webhook_coalesce_seconds);
-            let added = c.transaction(|c| {
+            let added = write_transaction(c, |c| {
                 Store::enqueue_in(
                     c,
                     &NewJob {

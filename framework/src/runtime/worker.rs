@@ -1,7 +1,8 @@
 //! A worker: takes due jobs from the queue one at a time, keeps their lease alive while it
 //! works, and records the outcome: done, retried later with exponential backoff, or dead.
 //! A job whose connection is busy goes back without using an attempt. On shutdown the
-//! running job finishes first.
+//! running job may finish within the grace period (`runtime.shutdown_grace_seconds`);
+//! after it, the job stops at its next safe point and goes back to the queue.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use super::{Runtime, SyncJob, SYNC};
 use crate::store::jobs::Job;
 use crate::store::orgs::now;
-use crate::sync::{Busy, SyncOptions};
+use crate::sync::{Busy, Interrupted, SyncOptions};
 
 /// Runs jobs until `shutdown` turns true.
 pub async fn run(rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -38,7 +39,7 @@ pub async fn run(rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) -> Resul
             }
         };
         match job {
-            Some(job) => run_one(&rt, &owner, job).await,
+            Some(job) => run_one(&rt, &owner, job, shutdown.clone()).await,
             None => {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
@@ -61,7 +62,25 @@ pub fn backoff(base_seconds: i64, cap_seconds: i64, attempt: i32) -> Duration {
     )
 }
 
-async fn run_one(rt: &Arc<Runtime>, owner: &str, job: Job) {
+/// Once `shutdown` turns true, waits the grace period and then interrupts the engine's
+/// runs: each stops at its next safe point, recorded as interrupted (an orchestrator's
+/// SIGKILL follows a SIGTERM after its own grace period; Ferry's should be shorter).
+fn stop_after_grace(rt: &Runtime, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let interrupter = rt.engine.interrupter();
+    let grace = StdDuration::from_secs(rt.settings().runtime.shutdown_grace_seconds);
+    tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(grace).await;
+        tracing::warn!(?grace, "the running job outlived the shutdown grace period: interrupting it");
+        interrupter.interrupt();
+    })
+}
+
+async fn run_one(rt: &Arc<Runtime>, owner: &str, job: Job, shutdown: watch::Receiver<bool>) {
     let lease = rt.settings().runtime.job_lease_seconds;
     let beat = {
         let (rt, owner, id) = (rt.clone(), owner.to_string(), job.id);
@@ -82,12 +101,15 @@ async fn run_one(rt: &Arc<Runtime>, owner: &str, job: Job) {
             }
         })
     };
+    let grace = stop_after_grace(rt, shutdown);
     let outcome = execute(rt, &job).await;
+    grace.abort();
     beat.abort();
     let store = rt.store();
     let recorded = match outcome {
         Ok(()) => store.complete_job(job.id, owner),
-        Err(e) if e.downcast_ref::<Busy>().is_some() => {
+        // Back to the queue without using an attempt: it runs again when a worker is free.
+        Err(e) if e.is::<Busy>() || e.is::<Interrupted>() => {
             store.release_job(job.id, owner, now() + Duration::seconds(1))
         }
         Err(e) => {

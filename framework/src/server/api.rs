@@ -219,8 +219,7 @@ fn authenticate(rt: &Runtime, headers: &HeaderMap) -> Result<ApiKey, Response> {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(super::bearer);
     match presented.map(|p| rt.store().api_key(p)) {
         Some(Ok(Some(k))) => Ok(k),
         Some(Err(e)) => Err(internal(e)),
@@ -400,8 +399,7 @@ async fn start_sync(
     responses(
         (status = 200, body = RunView),
         (status = 401, body = ApiError),
-        (status = 403, description = "The run belongs to another organization, or the key cannot read", body = ApiError),
-        (status = 404, body = ApiError),
+        (status = 404, description = "No such run, or it belongs to another organization (the two are not told apart)", body = ApiError),
     )
 )]
 async fn get_run(
@@ -415,18 +413,22 @@ async fn get_run(
         Err(r) => return r,
     };
     let run = match rt.store().run(id) {
-        Ok(Some(r)) => r,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such run"),
+        Ok(r) => r,
         Err(e) => return internal(e),
     };
-    let owner = rt
-        .connections
-        .iter()
-        .find(|p| p.connection_id == run.connection_id)
-        .map(|p| p.org_id);
-    match permit(&key, owner, scope::READ) {
-        Ok(()) => Json(view(&rt, run)).into_response(),
-        Err(r) => r,
+    let owner = |run: &RunRow| {
+        rt.connections
+            .iter()
+            .find(|p| p.connection_id == run.connection_id)
+            .map(|p| p.org_id)
+    };
+    // Another organization's run is answered as one that does not exist: a 403 would
+    // tell which run ids exist.
+    match run {
+        Some(run) if permit(&key, owner(&run), scope::READ).is_ok() => {
+            Json(view(&rt, run)).into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such run"),
     }
 }
 

@@ -13,7 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::watch;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::runtime::Runtime;
 use crate::store::jobs::status;
@@ -26,7 +31,11 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .with_state(rt)
 }
 
-/// Serves until `shutdown` turns true; requests in flight finish first.
+/// Serves until `shutdown` turns true; requests in flight finish first (within the request
+/// timeout). Slow or idle clients cannot hold the server: at most
+/// `runtime.max_connections` connections are served at once (more wait in the listen
+/// backlog), and a request's headers and body must each arrive within
+/// `runtime.request_timeout_seconds`, or its connection is closed (HTTP/1.1).
 pub async fn serve(
     rt: Arc<Runtime>,
     listener: tokio::net::TcpListener,
@@ -34,16 +43,64 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router(rt))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
+    let limits = &rt.settings().runtime;
+    let timeout = Duration::from_secs(limits.request_timeout_seconds);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let app = router(rt.clone()).layer(RequestBodyTimeoutLayer::new(timeout));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s?,
+            () = stopped(&mut shutdown) => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: wait, do not spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
-        })
-        .await?;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the request timeout; closing them");
+    }
     Ok(())
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The credentials of an `Authorization` header value with the `Bearer` scheme, whose name
+/// is case-insensitive (RFC 9110 §11.1).
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
 }
 
 /// The database answers and a worker looked at the queue recently.

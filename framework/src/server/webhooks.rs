@@ -4,6 +4,7 @@
 //! targeted sync that runs after a short coalescing window. The answer comes before any
 //! sync work.
 
+use crate::store::write_transaction;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use diesel::Connection;
 use serde_json::json;
 
 use crate::runtime::Runtime;
@@ -21,6 +21,15 @@ use crate::webhook::{Headers, WebhookEvent};
 
 fn reply(code: StatusCode, status: &str, detail: &str) -> Response {
     (code, Json(json!({ "status": status, "detail": detail }))).into_response()
+}
+
+/// The one answer to every webhook that is not authenticated (the reason is logged).
+fn refused() -> Response {
+    reply(
+        StatusCode::UNAUTHORIZED,
+        "refused",
+        "the signature or token is missing or wrong",
+    )
 }
 
 /// Equal in constant time (for shared tokens).
@@ -102,19 +111,14 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(p) = rt.find(&org, &connection) else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "unknown",
-            "no such organization and connection",
-        );
-    };
-    let Some(format) = p.connector.webhooks() else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "unknown",
-            "this connector sends no webhooks",
-        );
+    // An unknown organization or connection is refused like a wrong signature: the answer
+    // must not tell a caller without the key which organizations and connections exist.
+    let found = rt
+        .find(&org, &connection)
+        .and_then(|p| Some((p, p.connector.webhooks()?)));
+    let Some((p, format)) = found else {
+        tracing::warn!(org = %org, connection = %connection, "webhook for no connection that takes webhooks");
+        return refused();
     };
     let keys = rt
         .webhook_keys
@@ -130,7 +134,7 @@ pub(super) async fn receive(
         (None, Some(token)) => {
             let given = headers
                 .get("authorization")
-                .and_then(|a| a.strip_prefix("Bearer "))
+                .and_then(|a| super::bearer(a))
                 .map(str::to_string)
                 .or_else(|| query.get("token").cloned());
             match given {
@@ -145,7 +149,7 @@ pub(super) async fn receive(
     };
     if let Err(why) = verified {
         tracing::warn!(org = %org, connection = %connection, %why, "webhook refused");
-        return reply(StatusCode::UNAUTHORIZED, "refused", &why);
+        return refused();
     }
     let ev = match format.parse(&headers, &body) {
         Ok(ev) => ev,
@@ -162,7 +166,7 @@ pub(super) async fn receive(
     let payload = String::from_utf8_lossy(&body).into_owned();
     let stored = (|| -> anyhow::Result<Option<Stored>> {
         let mut c = rt.store().conn()?;
-        c.transaction(|c| {
+        write_transaction(&mut c, |c| {
             let outcome = match &skip {
                 Some(why) => Stored::Skipped(why.clone()),
                 None => Stored::Queued(rt.enqueue_record(

@@ -1,6 +1,7 @@
 //! The hub: each organization's canonical records, with a monotonic change sequence per
 //! organization so every connection can read "what changed since seq N".
 
+use super::write_transaction;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -387,7 +388,7 @@ impl Store {
             origin_connection_id: None,
         };
         let mut c = self.conn()?;
-        c.transaction(|c| Self::hub_write(c, org_id, std::slice::from_ref(&w)))?;
+        write_transaction(&mut c, |c| Self::hub_write(c, org_id, std::slice::from_ref(&w)))?;
         Ok(w.uid)
     }
 

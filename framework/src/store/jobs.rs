@@ -100,14 +100,23 @@ impl Store {
             .optional()?))
     }
 
-    /// The waiting job with this key, if any (to fold a new request into it).
+    /// The waiting job with this key, if any, locked until the caller's transaction ends
+    /// (to fold a new request into it). On PostgreSQL the row lock makes concurrent folds
+    /// take turns, and a worker's lease (`SKIP LOCKED`) passes the job over until the fold
+    /// commits: without it, two folds read the same payload and the later write drops the
+    /// earlier's record. SQLite's write transaction (`BEGIN IMMEDIATE`) already serializes.
     pub fn queued_job(c: &mut AnyConnection, key: &str) -> Result<Option<Job>> {
-        Ok(jobs::table
+        let q = jobs::table
             .filter(jobs::dedupe_key.eq(key))
-            .filter(jobs::status.eq(status::QUEUED))
-            .select(Job::as_select())
-            .first(c)
-            .optional()?)
+            .filter(jobs::status.eq(status::QUEUED));
+        Ok(match c {
+            AnyConnection::Postgresql(pg) => q
+                .select(Job::as_select())
+                .for_update()
+                .first(pg)
+                .optional()?,
+            AnyConnection::Sqlite(lite) => q.select(Job::as_select()).first(lite).optional()?,
+        })
     }
 
     pub fn set_job_payload(c: &mut AnyConnection, id: i64, payload: &str) -> Result<()> {

@@ -69,6 +69,50 @@ pub(crate) use insert_many;
 
 pub type Conn = PooledConnection<ConnectionManager<AnyConnection>>;
 
+type Manager = <AnyConnection as Connection>::TransactionManager;
+use diesel::connection::TransactionManager;
+
+/// Begins a write transaction: on SQLite `BEGIN IMMEDIATE`, which takes the write lock at
+/// once (waiting up to the busy timeout). A deferred transaction that reads and then writes
+/// fails at once with "database is locked" when another connection wrote in between, busy
+/// timeout or not (<https://www.sqlite.org/lang_transaction.html>, "Read transactions"
+/// and SQLITE_BUSY). Inside a transaction already, a savepoint.
+pub fn begin_write(c: &mut AnyConnection) -> diesel::QueryResult<()> {
+    let depth = Manager::transaction_manager_status_mut(c).transaction_depth()?;
+    match c {
+        AnyConnection::Sqlite(lite) if depth.is_none() => {
+            diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                lite,
+                "BEGIN IMMEDIATE",
+            )
+        }
+        _ => Manager::begin_transaction(c),
+    }
+}
+
+/// Runs `f` in a write transaction (see [`begin_write`]): committed when `f` returns `Ok`,
+/// rolled back when it returns `Err`. Every transaction that writes uses this, never
+/// `Connection::transaction`.
+pub fn write_transaction<T, E>(
+    c: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    begin_write(c)?;
+    match f(c) {
+        Ok(value) => {
+            Manager::commit_transaction(c)?;
+            Ok(value)
+        }
+        Err(e) => match Manager::rollback_transaction(c) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(e),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -132,6 +176,7 @@ impl Store {
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
             }
+            create_private(url)?;
             // WAL is a property of the file: set it once here, not racing on every pooled
             // connection (which can fail with "database is locked").
             SqliteConnection::establish(url)
@@ -165,20 +210,67 @@ impl Store {
             .map_err(|e| anyhow!("cannot get a database connection: {e}"))
     }
 
-    /// Runs pending migrations; returns how many were applied.
+    /// Runs pending migrations; returns how many were applied. Processes starting at once
+    /// take turns: on PostgreSQL under a session advisory lock, on SQLite under an exclusive
+    /// lock on a file beside the database (else both read "not applied yet" and the second
+    /// fails on a duplicate key or a locked database).
     pub fn migrate(&self) -> Result<usize> {
         let mut c = self.conn()?;
         let applied = match &mut *c {
             AnyConnection::Sqlite(c) => {
+                let _turn = self.migration_file_lock()?;
                 c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
             }
-            AnyConnection::Postgresql(c) => c
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
+            AnyConnection::Postgresql(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+                let applied = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len());
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+                applied
+            }
         };
         applied.map_err(|e| anyhow!("migration failed: {e}"))
     }
+
+    /// The exclusive lock SQLite migrations run under, held until dropped (none for an
+    /// in-memory database).
+    fn migration_file_lock(&self) -> Result<Option<std::fs::File>> {
+        if self.url == ":memory:" {
+            return Ok(None);
+        }
+        let path = format!("{}.migrate.lock", self.url);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {path}"))?;
+        file.lock().with_context(|| format!("cannot lock {path}"))?;
+        Ok(Some(file))
+    }
 }
+
+/// Creates a new SQLite database file readable by its owner only (mode 0600, like the key
+/// file): it holds every organization's hub. SQLite gives its `-wal` and `-shm` files the
+/// database file's mode.
+fn create_private(path: &str) -> Result<()> {
+    if path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow!("cannot create SQLite database {path}: {e}")),
+    }
+}
+
+/// The PostgreSQL advisory lock key migrations run under ("ferrymig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6665_7272_796d_6967;
 
 /// Hides a password in a database URL before it is shown.
 pub fn redact(url: &str) -> String {

@@ -1,5 +1,6 @@
 //! Organizations, connections, connection leases and encrypted credentials.
 
+use super::write_transaction;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -44,6 +45,23 @@ pub struct CredentialRow {
     pub updated_at: NaiveDateTime,
 }
 
+/// Runs a read-then-insert `f` in a write transaction, and once more if a concurrent
+/// process inserted the same row first (a unique violation): the second time it reads that
+/// row. Two processes starting on a fresh PostgreSQL database both register the same
+/// organizations.
+fn again_on_conflict<T>(
+    c: &mut AnyConnection,
+    f: impl Fn(&mut AnyConnection) -> diesel::QueryResult<T>,
+) -> diesel::QueryResult<T> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match write_transaction(c, &f) {
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            write_transaction(c, &f)
+        }
+        other => other,
+    }
+}
+
 pub fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
 }
@@ -58,7 +76,7 @@ impl Store {
         limit: Option<DateTime<Utc>>,
     ) -> Result<i64> {
         let mut c = self.conn()?;
-        c.transaction(|c| {
+        again_on_conflict(&mut c, |c| {
             let existing: Option<i64> = organizations::table
                 .filter(organizations::slug.eq(slug))
                 .select(organizations::id)
@@ -127,7 +145,7 @@ impl Store {
         entities: &str,
     ) -> Result<i64> {
         let mut c = self.conn()?;
-        c.transaction(|c| {
+        again_on_conflict(&mut c, |c| {
             let existing: Option<i64> = connections::table
                 .filter(connections::organization_id.eq(org_id))
                 .filter(connections::name.eq(name))
@@ -242,7 +260,7 @@ impl Store {
         expected_version: i64,
     ) -> Result<bool> {
         let mut c = self.conn()?;
-        c.transaction(|c| {
+        write_transaction(&mut c, |c| {
             let exists: Option<i64> = credentials::table
                 .find(connection_id)
                 .select(credentials::version)

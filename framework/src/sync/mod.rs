@@ -100,6 +100,8 @@ pub enum RunStatus {
     Error,
     /// Stopped by a signal before it finished; what it committed stays.
     Interrupted,
+    /// Not run: another live run holds the connection's lease (not stored in the ledger).
+    Busy,
 }
 
 impl RunStatus {
@@ -110,6 +112,7 @@ impl RunStatus {
             RunStatus::Partial => "partial",
             RunStatus::Error => "error",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Busy => "busy",
         }
     }
 }
@@ -165,9 +168,24 @@ impl RunReport {
     }
 
     pub fn has_errors(&self) -> bool {
-        self.entities
-            .iter()
-            .any(|e| e.error.is_some() || e.counts.errors > 0)
+        self.status == RunStatus::Busy
+            || self
+                .entities
+                .iter()
+                .any(|e| e.error.is_some() || e.counts.errors > 0)
+    }
+
+    /// The report of a connection that did not run because another run holds its lease.
+    fn busy(p: &Prepared) -> RunReport {
+        RunReport {
+            run_id: None,
+            organization: p.org.slug.clone(),
+            connection: p.config.name.clone(),
+            status: RunStatus::Busy,
+            entities: Vec::new(),
+            plan: Vec::new(),
+            api_calls: 0,
+        }
     }
 }
 
@@ -293,14 +311,14 @@ impl Engine {
     /// Opens the database (migrating it), the hub model and the secret key from settings.
     pub fn from_settings(settings: &Settings) -> Result<Engine> {
         let hub = HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
-        let store = Store::open_and_migrate(&settings.database_url())?;
         let cipher = Cipher::from_settings(settings)?;
+        let store = Store::open_and_migrate(&settings.database_url())?;
         Ok(Engine::new(store, hub, settings.clone(), cipher))
     }
 
-    /// Checks a connection's config and mappings and records it in the store. `secrets`
-    /// overrides the environment (the demo passes its sandbox's).
-    pub fn prepare(
+    /// Everything [`Engine::prepare`] checks, with nothing written (ids are 0 until
+    /// registered). `secrets` overrides the environment (the demo passes its sandbox's).
+    fn check(
         &self,
         org: &OrgConfig,
         conn: &ConnectionConfig,
@@ -370,12 +388,56 @@ impl Engine {
                 ));
             }
         }
-        let org_id = self.store.upsert_org(
+        Ok(Prepared {
+            org_id: 0,
+            org: org.clone(),
+            connection_id: 0,
+            config: conn.clone(),
+            connector,
+            secrets,
+            entities,
+        })
+    }
+
+    /// Checks a connection (connector, settings, secrets, mappings) and registers it with
+    /// its organization in the store. `secrets` overrides the environment.
+    pub fn prepare(
+        &self,
+        org: &OrgConfig,
+        conn: &ConnectionConfig,
+        secrets: Option<BTreeMap<String, String>>,
+    ) -> Result<Prepared> {
+        let mut p = self.check(org, conn, secrets)?;
+        self.register(&mut p)?;
+        Ok(p)
+    }
+
+    /// [`Engine::prepare`] for many connections: every one is checked before any is
+    /// registered, so a mistake in the last file writes nothing to the store.
+    pub fn prepare_all<'a>(
+        &self,
+        connections: impl IntoIterator<Item = (&'a OrgConfig, &'a ConnectionConfig)>,
+    ) -> Result<Vec<Prepared>> {
+        let mut checked = connections
+            .into_iter()
+            .map(|(org, conn)| self.check(org, conn, None))
+            .collect::<Result<Vec<_>>>()?;
+        for p in &mut checked {
+            self.register(p)?;
+        }
+        Ok(checked)
+    }
+
+    /// Writes a checked connection's organization and connection rows; sets their ids.
+    fn register(&self, p: &mut Prepared) -> Result<()> {
+        let org = &p.org;
+        p.org_id = self.store.upsert_org(
             &org.slug,
             &org.name,
             org.sync_enabled,
             org.date_filtering_limit,
         )?;
+        let conn = &p.config;
         let entity_json = serde_json::to_string(
             &conn
                 .entities
@@ -383,22 +445,14 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), (v.direction, v.conflict)))
                 .collect::<BTreeMap<_, _>>(),
         )?;
-        let connection_id = self.store.upsert_connection(
-            org_id,
+        p.connection_id = self.store.upsert_connection(
+            p.org_id,
             &conn.name,
             &conn.connector,
             &conn.settings.to_string(),
             &entity_json,
         )?;
-        Ok(Prepared {
-            org_id,
-            org: org.clone(),
-            connection_id,
-            config: conn.clone(),
-            connector,
-            secrets,
-            entities,
-        })
+        Ok(())
     }
 
     /// Runs one connection. Entity failures are isolated and reported; only problems with
@@ -492,7 +546,14 @@ impl Engine {
     ) -> Result<Vec<RunReport>> {
         let mut out: Vec<RunReport> = Vec::new();
         for p in prepared {
-            out.push(self.run(p, opts, &|line| progress(p, line)).await?);
+            // One busy connection does not hold up the organization's others.
+            out.push(match self.run(p, opts, &|line| progress(p, line)).await {
+                Err(e) if e.is::<Busy>() => {
+                    progress(p, &format!("{e:#}"));
+                    RunReport::busy(p)
+                }
+                other => other?,
+            });
         }
         if opts.dry_run || !opts.records.is_empty() || opts.push_only {
             return Ok(out);
@@ -508,9 +569,12 @@ impl Engine {
                         .iter()
                         .any(|e| e.counts.created_in_hub + e.counts.updated_in_hub > 0)
             });
-            if later_wrote {
-                let again = self.run(p, &push_only, &|line| progress(p, line)).await?;
-                out[i].absorb(again);
+            if later_wrote && out[i].status != RunStatus::Busy {
+                match self.run(p, &push_only, &|line| progress(p, line)).await {
+                    Ok(again) => out[i].absorb(again),
+                    Err(e) if e.is::<Busy>() => progress(p, &format!("{e:#}")),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)

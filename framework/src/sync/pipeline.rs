@@ -1,6 +1,7 @@
 //! How a listing streams: the next page is fetched and prepared on the runtime while one is
 //! written, and pages that keep arriving are written in one transaction.
 
+use crate::store::write_transaction;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -94,7 +95,7 @@ impl Batch {
     /// The connection for the next page, inside the batch's transaction.
     pub(super) fn conn(&mut self) -> Result<&mut AnyConnection> {
         if self.enabled && !self.open {
-            Manager::begin_transaction(&mut *self.c)?;
+            crate::store::begin_write(&mut self.c)?;
             self.open = true;
         }
         self.pages += 1;
@@ -130,7 +131,7 @@ pub(super) fn in_transaction<T>(
 ) -> Result<T> {
     match Manager::transaction_manager_status_mut(c).transaction_depth()? {
         Some(_) => f(c),
-        None => c.transaction(f),
+        None => write_transaction(c, f),
     }
 }
 

@@ -2,12 +2,12 @@
 //! Ferry last saw, settle conflicts, and write each page with its checkpoint in one
 //! transaction.
 
+use crate::store::write_transaction;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
-use diesel::Connection;
 use serde_json::Value;
 
 use super::pipeline::{Batch, Prefetch, BATCH_PAGES};
@@ -290,7 +290,7 @@ async fn pull_retries(split: Option<SplitFn>, jobs: &mut [EntitySync<'_>]) -> Re
             }));
             if !gone.is_empty() && !dry_run {
                 let mut c = engine.store.conn()?;
-                c.transaction(|c| {
+                write_transaction(&mut c, |c| {
                     for mut m in gone {
                         m.gone("no longer exists in the application".into());
                         Store::save_idmap(c, &m)?;

@@ -3,8 +3,8 @@
 //! commits a `pending_create` id map, so a crash after the API call is finished by matching
 //! instead of creating a duplicate.
 
+use crate::store::write_transaction;
 use anyhow::Result;
-use diesel::Connection;
 use serde_json::Value;
 
 use std::collections::{BTreeSet, HashMap};
@@ -221,7 +221,7 @@ impl EntitySync<'_> {
 
         // Commit the intent before calling the application: what each create and update
         // sends, so a write whose answer never comes is known for Ferry's own.
-        c.transaction(|c| {
+        write_transaction(&mut c, |c| {
             let mut sending = Vec::new();
             for w in work.iter_mut() {
                 match (&w.action, &w.changed) {
@@ -321,7 +321,7 @@ impl EntitySync<'_> {
         }
 
         let mut c = self.engine.store.conn()?;
-        c.transaction(|c| {
+        write_transaction(&mut c, |c| {
             for m in &done {
                 Store::save_idmap(c, m)?;
             }
