@@ -464,7 +464,12 @@ mod ranged {
     use std::fmt::Display;
     use std::ops::RangeInclusive;
 
-    fn check<'de, D, T>(d: D, field: &str, range: RangeInclusive<T>, unit: &str) -> Result<T, D::Error>
+    fn check<'de, D, T>(
+        d: D,
+        field: &str,
+        range: RangeInclusive<T>,
+        unit: &str,
+    ) -> Result<T, D::Error>
     where
         D: Deserializer<'de>,
         T: Deserialize<'de> + PartialOrd + Display,
@@ -516,8 +521,7 @@ mod ranged {
         let v = String::deserialize(d)?;
         let ok = v.len() <= 63
             && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && v
-                .chars()
+            && v.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if ok {
             return Ok(v);

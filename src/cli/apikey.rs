@@ -44,7 +44,7 @@ pub fn run(settings: &Settings, cmd: ApiKeyCommand) -> Result<ExitCode> {
     match cmd {
         ApiKeyCommand::Create { org, scope } => {
             let (row, key) = store.create_api_key(org_id(&org)?, &scope)?;
-            println!("{key}");
+            out!("{key}")?;
             eprintln!(
                 "API key {} for {org} with scope {scope}: shown once, store it now",
                 row.id
@@ -71,10 +71,10 @@ pub fn run(settings: &Settings, cmd: ApiKeyCommand) -> Result<ExitCode> {
                 })
                 .collect();
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
                 for r in rows {
-                    println!(
+                    out!(
                         "{}\t{}\t{}\t{}…\t{}{}",
                         r["id"],
                         r["organization"].as_str().unwrap_or(""),
@@ -86,7 +86,7 @@ pub fn run(settings: &Settings, cmd: ApiKeyCommand) -> Result<ExitCode> {
                         } else {
                             ""
                         }
-                    );
+                    )?;
                 }
             }
         }
@@ -94,7 +94,7 @@ pub fn run(settings: &Settings, cmd: ApiKeyCommand) -> Result<ExitCode> {
             if !store.revoke_api_key(id)? {
                 return Err(input_error!("no live API key with id {id}"));
             }
-            println!("revoked API key {id}");
+            out!("revoked API key {id}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

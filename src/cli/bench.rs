@@ -424,7 +424,7 @@ async fn one(
     Ok(result)
 }
 
-fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
+fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) -> std::io::Result<()> {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(vec![
@@ -470,10 +470,11 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) {
             r.calls_per_change.map_or("-".into(), |c| format!("{c:.2}")),
         ]);
     }
-    println!("{t}");
+    out!("{t}")?;
     if let Some((ratio, big, base)) = memory {
-        println!("memory flatness: peak RSS at {big} records / at {base} records = {ratio:.2}");
+        out!("memory flatness: peak RSS at {big} records / at {base} records = {ratio:.2}")?;
     }
+    Ok(())
 }
 
 fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<ScratchDb> {
@@ -536,7 +537,7 @@ pub async fn bench(settings_path: &Path, args: BenchArgs) -> Result<ExitCode> {
             results.push(big);
         }
     }
-    print(&results, memory);
+    print(&results, memory)?;
     let out = json!({
         "machine": machine(),
         "page_size": args.page_size,
@@ -545,6 +546,6 @@ pub async fn bench(settings_path: &Path, args: BenchArgs) -> Result<ExitCode> {
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&out)?)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("results written to {}", args.out.display());
+    out!("results written to {}", args.out.display())?;
     Ok(ExitCode::SUCCESS)
 }

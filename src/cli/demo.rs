@@ -62,16 +62,16 @@ pub async fn sandbox(args: SandboxArgs) -> Result<ExitCode> {
     if args.no_limits {
         h.app.lift_limits();
     }
-    println!("{} sandbox listening on http://{}", args.connector, h.addr);
-    println!(
+    out!("{} sandbox listening on http://{}", args.connector, h.addr)?;
+    out!(
         "connection settings: {}",
         serde_json::to_string_pretty(&h.settings)?
-    );
-    println!("sandbox secrets (not real credentials):");
+    )?;
+    out!("sandbox secrets (not real credentials):")?;
     for (k, v) in &h.secrets {
-        println!("  {k} = {v}");
+        out!("  {k} = {v}")?;
     }
-    println!("press Ctrl-C to stop");
+    out!("press Ctrl-C to stop")?;
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -109,9 +109,9 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
     for name in &names {
         let handle = sandbox_of(name)?.start("127.0.0.1:0".parse()?).await?;
         handle.app.seed_demo();
-        println!("== {name} sandbox on http://{} seeded with:", handle.addr);
+        out!("== {name} sandbox on http://{} seeded with:", handle.addr)?;
         for l in handle.app.describe() {
-            println!("   {l}");
+            out!("   {l}")?;
         }
         let conn_def = connector::find(name).expect("found above");
         let conn = ConnectionConfig {
@@ -160,27 +160,31 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
     )?;
     let hub_person = engine.store.hub_put(&engine.hub, org_id, "Person", None,
         json!({"first_name": "Nora", "last_name": "Dahl", "email": "nora@harbour.example", "organization_id": hub_org}), None)?;
-    println!(
+    out!(
         "== the hub already holds Organization \"Harbour Logistics Ltd\" and Person \"Nora Dahl\""
-    );
+    )?;
 
     let opts = SyncOptions::default();
     let mut round = 0;
+    let (engine, prepared, opts) = (&engine, &prepared, &opts);
     let mut sync = |title: &str| {
         round += 1;
-        println!(
+        let said = out!(
             "\n== round {round}: {title} (connections run in order: {})",
             names.join(", ")
         );
-        run_all(&engine, &prepared, &opts)
+        async move {
+            said?;
+            run_all(engine, prepared, opts).await
+        }
     };
     let r = sync("first sync, both ways").await?;
-    print_reports(&r, false);
-    show(&engine, org_id, &apps, &prepared)?;
+    print_reports(&r, false)?;
+    show(engine, org_id, &apps, prepared)?;
 
-    println!("\n== changes in every place:");
+    out!("\n== changes in every place:")?;
     for (handle, conn) in &apps {
-        println!("   {}: {}", conn.name, handle.app.user_edit());
+        out!("   {}: {}", conn.name, handle.app.user_edit())?;
     }
     let rec = engine
         .store
@@ -191,29 +195,29 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
     engine
         .store
         .hub_put(&engine.hub, org_id, "Person", Some(&hub_person), data, None)?;
-    println!("   hub: set job_title of Person \"Nora Dahl\" to \"Head of Sales\"");
+    out!("   hub: set job_title of Person \"Nora Dahl\" to \"Head of Sales\"")?;
 
     let before = writes();
     let r = sync("each change moves on").await?;
-    print_reports(&r, false);
+    print_reports(&r, false)?;
     let r = sync("a change read from a later connection reaches the earlier ones").await?;
-    print_reports(&r, false);
-    println!("   writes to the applications: {}", writes() - before);
-    show(&engine, org_id, &apps, &prepared)?;
+    print_reports(&r, false)?;
+    out!("   writes to the applications: {}", writes() - before)?;
+    show(engine, org_id, &apps, prepared)?;
 
     let before = (writes(), engine.store.hub_seq(org_id)?);
     let r = sync("nothing changed, so nothing is written").await?;
-    print_reports(&r, false);
+    print_reports(&r, false)?;
     let after = (writes(), engine.store.hub_seq(org_id)?);
-    println!(
+    out!(
         "   writes to the applications: {}, hub changes: {}",
         after.0 - before.0,
         after.1 - before.1
-    );
-    println!(
+    )?;
+    out!(
         "\nThe demo database is {}; try `ferry idmaps --org demo` with --settings pointing at it.",
         db.display()
-    );
+    )?;
     Ok(if r.iter().any(|r| r.has_errors()) {
         ExitCode::from(1)
     } else {
@@ -229,14 +233,14 @@ fn show(
     prepared: &[ferry_framework::sync::Prepared],
 ) -> Result<()> {
     for (handle, conn) in apps {
-        println!("   in {} now:", conn.name);
+        out!("   in {} now:", conn.name)?;
         for l in handle.app.describe() {
-            println!("     {l}");
+            out!("     {l}")?;
         }
     }
     let ids: Vec<i64> = prepared.iter().map(|p| p.connection_id).collect();
     let maps = engine.store.idmaps_of(&ids)?;
-    println!("   in the hub now (and where each record is linked):");
+    out!("   in the hub now (and where each record is linked):")?;
     for entity in engine.hub.entities.keys() {
         for r in engine.store.hub_list(org_id, entity, 100)? {
             let text = |k: &str| r.data.get(k).and_then(|v| v.as_str()).unwrap_or("");
@@ -263,7 +267,7 @@ fn show(
             if !linked.is_empty() {
                 extra.push(format!("linked in {}", linked.join(", ")));
             }
-            println!("     {entity} {name:?} ({})", extra.join("; "));
+            out!("     {entity} {name:?} ({})", extra.join("; "))?;
         }
     }
     Ok(())

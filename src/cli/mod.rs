@@ -1,6 +1,15 @@
 //! Command-line parsing and dispatch. Exit codes: 0 success, 1 a sync finished with record
 //! errors (or failed), 2 bad input or configuration.
 
+/// `println!` that returns the error instead of panicking: output read by `head` or a pager
+/// that quit ends the command quietly ([`main`] treats a broken pipe as done).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)
+    }};
+}
+
 mod apikey;
 mod bench;
 mod bench_writes;
@@ -115,6 +124,8 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // Read by `head` or a pager that quit: what was wanted was written.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.is::<ferry_framework::sync::Interrupted>() {
@@ -138,7 +149,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Migrate => {
                     let store = ferry_framework::store::Store::open(&settings.database_url())?;
                     let n = store.migrate()?;
-                    println!("{n} migration(s) applied ({:?})", store.backend);
+                    out!("{n} migration(s) applied ({:?})", store.backend)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Command::Sync(args) => sync::sync(&settings, args).await,
@@ -165,4 +176,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// Whether `e` is a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let kind = match c.downcast_ref::<serde_json::Error>() {
+            Some(json) => json.io_error_kind(),
+            None => c.downcast_ref::<std::io::Error>().map(std::io::Error::kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

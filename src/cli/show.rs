@@ -72,7 +72,7 @@ pub fn connectors() -> Result<ExitCode> {
             }
         }
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -127,7 +127,7 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(vec![
@@ -178,7 +178,7 @@ pub fn status(settings: &Settings, json_out: bool) -> Result<ExitCode> {
             t.add_row(row);
         }
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -210,11 +210,7 @@ pub struct IdmapsArgs {
 const IDMAP_PAGE: usize = 1000;
 
 pub fn idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
-    match write_idmaps(settings, args) {
-        // Read by `head` or a pager that quit: what was wanted was written.
-        Err(e) if broken_pipe(&e) => Ok(ExitCode::SUCCESS),
-        other => other,
-    }
+    write_idmaps(settings, args)
 }
 
 /// `ferry idmaps --conflicts`: the organization's conflict log, newest first.
@@ -264,14 +260,6 @@ fn write_conflicts(store: &Store, org: i64, args: &IdmapsArgs) -> Result<ExitCod
     writeln!(out, "{t}")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn broken_pipe(e: &anyhow::Error) -> bool {
-    let kind = match e.downcast_ref::<serde_json::Error>() {
-        Some(json) => json.io_error_kind(),
-        None => e.downcast_ref::<std::io::Error>().map(std::io::Error::kind),
-    };
-    kind == Some(std::io::ErrorKind::BrokenPipe)
 }
 
 fn write_idmaps(settings: &Settings, args: IdmapsArgs) -> Result<ExitCode> {
@@ -382,7 +370,7 @@ pub fn hub_list(
             .iter()
             .map(|r| json!({"id": r.uid, "seq": r.seq, "updated_at": r.updated_at.to_rfc3339(), "data": r.data}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(vec!["id", "seq", "updated", "data"]);
@@ -394,7 +382,7 @@ pub fn hub_list(
             r.data.to_string(),
         ]);
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -416,7 +404,7 @@ pub fn jobs(
         }))
         .collect();
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = table(vec![
@@ -439,6 +427,6 @@ pub fn jobs(
             r["last_error"].as_str().unwrap_or("").to_string(),
         ]);
     }
-    println!("{t}");
+    out!("{t}")?;
     Ok(ExitCode::SUCCESS)
 }

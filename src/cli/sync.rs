@@ -56,8 +56,7 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
             }
         }
     }
-    let engine = Engine::from_settings(settings)?;
-    let prepared = engine.prepare_all(pairs)?;
+    let (engine, prepared) = Engine::start(settings, pairs)?;
     if prepared.is_empty() {
         return Err(input_error!("nothing to sync: no connection matches"));
     }
@@ -78,12 +77,12 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
                     run_at: ferry_framework::store::orgs::now(),
                     max_attempts: settings.runtime.max_attempts,
                 })?;
-            println!(
+            out!(
                 "queued job {} : sync {}/{}",
                 id.unwrap_or_default(),
                 job.org,
                 job.connection
-            );
+            )?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -94,7 +93,7 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let reports = run_all(&engine, &prepared, &opts).await?;
-    print_reports(&reports, args.dry_run);
+    print_reports(&reports, args.dry_run)?;
     let failed = reports.iter().any(RunReport::has_errors);
     Ok(if failed {
         ExitCode::from(1)
@@ -152,7 +151,7 @@ fn on_signal(stop: ferry_framework::sync::Interrupter) -> tokio::task::JoinHandl
     })
 }
 
-pub fn print_reports(reports: &[RunReport], dry_run: bool) {
+pub fn print_reports(reports: &[RunReport], dry_run: bool) -> std::io::Result<()> {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(vec![
@@ -188,32 +187,39 @@ pub fn print_reports(reports: &[RunReport], dry_run: bool) {
             ]);
         }
     }
-    println!("{t}");
+    out!("{t}")?;
     for r in reports {
         for e in &r.entities {
             if let Some(err) = &e.error {
-                println!(
+                out!(
                     "{}/{} {}: FAILED: {err}",
-                    r.organization, r.connection, e.entity
-                );
+                    r.organization,
+                    r.connection,
+                    e.entity
+                )?;
             }
         }
         if dry_run {
-            println!(
+            out!(
                 "plan for {}/{} (dry run, nothing written):",
-                r.organization, r.connection
-            );
+                r.organization,
+                r.connection
+            )?;
             for line in &r.plan {
-                println!("  {line}");
+                out!("  {line}")?;
             }
             if r.plan.is_empty() {
-                println!("  nothing to do");
+                out!("  nothing to do")?;
             }
         } else {
-            println!(
+            out!(
                 "{}/{}: {} ({} API calls)",
-                r.organization, r.connection, r.status, r.api_calls
-            );
+                r.organization,
+                r.connection,
+                r.status,
+                r.api_calls
+            )?;
         }
     }
+    Ok(())
 }

@@ -37,6 +37,9 @@ pub enum Failure {
     /// Perform the write, then take this long to answer (a caller killed meanwhile never
     /// learns the write happened).
     CommitThenHang(Duration),
+    /// Perform the write, then answer 200/201 with the stored entity as this function
+    /// changes it (an id of the wrong type, another record's id: bad data in an answer).
+    CommitThenTamper(fn(&mut Value)),
 }
 
 /// Which requests an injected failure applies to.
@@ -482,6 +485,11 @@ async fn create(
             return so_error(500, "SoException", "The connection was reset")
         }
         Some(Failure::CommitThenHang(d)) => tokio::time::sleep(d).await,
+        Some(Failure::CommitThenTamper(f)) => {
+            let mut rec = rec;
+            f(&mut rec);
+            return (StatusCode::CREATED, Json(rec)).into_response();
+        }
         _ => {}
     }
     (StatusCode::CREATED, Json(rec)).into_response()
@@ -565,6 +573,11 @@ async fn update(
             return so_error(500, "SoException", "The connection was reset")
         }
         Some(Failure::CommitThenHang(d)) => tokio::time::sleep(d).await,
+        Some(Failure::CommitThenTamper(f)) => {
+            let mut new = new;
+            f(&mut new);
+            return Json(new).into_response();
+        }
         _ => {}
     }
     Json(new).into_response()

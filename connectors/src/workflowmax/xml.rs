@@ -70,7 +70,13 @@ impl Open {
     }
 }
 
-/// Parses a document into `(root name, value)`. Errors say where the XML broke.
+/// Deepest element nesting accepted. WorkflowMax's documents nest a handful of levels; a
+/// much deeper answer is hostile or broken, and its value would overflow the stack when it
+/// is later walked or dropped recursively.
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses a document into `(root name, value)`. Errors say where the XML broke; elements
+/// nested deeper than [`MAX_DEPTH`] are an error.
 pub fn parse(text: &str) -> Result<(String, Value), String> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Open> = Vec::new();
@@ -80,6 +86,12 @@ pub fn parse(text: &str) -> Result<(String, Value), String> {
             .read_event()
             .map_err(|e| format!("invalid XML at byte {}: {e}", reader.buffer_position()))?;
         match event {
+            Event::Start(_) if stack.len() >= MAX_DEPTH => {
+                return Err(format!(
+                    "elements nested deeper than {MAX_DEPTH} levels at byte {}",
+                    reader.buffer_position()
+                ));
+            }
             Event::Start(e) => stack.push(Open {
                 name: e.name().as_ref().to_string(),
                 text: String::new(),

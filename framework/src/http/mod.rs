@@ -137,9 +137,43 @@ impl Transport {
         let status = resp.status().as_u16();
         self.stats.record_server_date(resp.headers());
         let wait = retry_after(resp.headers());
-        let text = resp.text().await.map_err(ApiError::from_transport)?;
+        let text = read_capped(resp).await?;
         Ok((status, wait, text))
     }
+}
+
+/// The largest answer read, in bytes. A page of a few hundred records is well under a
+/// megabyte; a much larger answer is broken, and reading it whole would take the memory of
+/// every organization the process serves.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads an answer's body, refusing one larger than [`MAX_RESPONSE_BYTES`] as it streams
+/// in. Bytes that are not UTF-8 become U+FFFD, which the engine refuses per record (a
+/// record with damaged text is never stored or passed on).
+pub async fn read_capped(mut resp: reqwest::Response) -> Result<String, ApiError> {
+    let too_large = || {
+        ApiError::Malformed(format!(
+            "the answer is larger than {} MB",
+            MAX_RESPONSE_BYTES / (1024 * 1024)
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ApiError::from_transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 /// Counts API calls so runs can report and tests can assert their cost, and keeps the

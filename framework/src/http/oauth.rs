@@ -94,7 +94,9 @@ impl TokenSource {
                 Err(e) if attempt == SAVE_ATTEMPTS => {
                     tracing::error!(error = %format!("{e:#}"), "cannot save refreshed tokens; keeping them in memory and retrying");
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), attempt, "cannot save refreshed tokens yet"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), attempt, "cannot save refreshed tokens yet")
+                }
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_secs(2));
@@ -160,7 +162,8 @@ impl TokenSource {
             .await
             .map_err(ApiError::from_transport)?;
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let body: Value =
+            serde_json::from_str(&super::read_capped(resp).await?).unwrap_or(Value::Null);
         if status != 200 {
             let msg = body
                 .get("error_description")

@@ -104,8 +104,7 @@ impl Runtime {
             .iter()
             .map(|(org, conn)| webhook_keys(org, conn))
             .collect::<Result<Vec<_>>>()?;
-        let engine = Engine::from_settings(settings)?;
-        let connections = engine.prepare_all(pairs)?;
+        let (engine, connections) = Engine::start(settings, pairs)?;
         let webhook_keys = connections
             .iter()
             .zip(keys)

@@ -72,7 +72,9 @@ pub async fn run(rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
-            _ = shutdown.changed() => {}
+            // A dropped sender means the process is going away: stop too (a closed channel
+            // answers at once, and the loop would spin).
+            changed = shutdown.changed() => if changed.is_err() { break },
         }
     }
 }

@@ -43,7 +43,9 @@ pub async fn run(rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) -> Resul
             None => {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
-                    _ = shutdown.changed() => {}
+                    // A dropped sender means the process is going away: stop too (a closed channel
+                    // answers at once, and the loop would spin).
+                    changed = shutdown.changed() => if changed.is_err() { break },
                 }
             }
         }
@@ -65,7 +67,10 @@ pub fn backoff(base_seconds: i64, cap_seconds: i64, attempt: i32) -> Duration {
 /// Once `shutdown` turns true, waits the grace period and then interrupts the engine's
 /// runs: each stops at its next safe point, recorded as interrupted (an orchestrator's
 /// SIGKILL follows a SIGTERM after its own grace period; Ferry's should be shorter).
-fn stop_after_grace(rt: &Runtime, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn stop_after_grace(
+    rt: &Runtime,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let interrupter = rt.engine.interrupter();
     let grace = StdDuration::from_secs(rt.settings().runtime.shutdown_grace_seconds);
     tokio::spawn(async move {
@@ -75,7 +80,10 @@ fn stop_after_grace(rt: &Runtime, mut shutdown: watch::Receiver<bool>) -> tokio:
             }
         }
         tokio::time::sleep(grace).await;
-        tracing::warn!(?grace, "the running job outlived the shutdown grace period: interrupting it");
+        tracing::warn!(
+            ?grace,
+            "the running job outlived the shutdown grace period: interrupting it"
+        );
         interrupter.interrupt();
     })
 }

@@ -12,10 +12,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -78,7 +78,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after the request timeout; closing them");
     }
     Ok(())

@@ -388,7 +388,9 @@ impl Store {
             origin_connection_id: None,
         };
         let mut c = self.conn()?;
-        write_transaction(&mut c, |c| Self::hub_write(c, org_id, std::slice::from_ref(&w)))?;
+        write_transaction(&mut c, |c| {
+            Self::hub_write(c, org_id, std::slice::from_ref(&w))
+        })?;
         Ok(w.uid)
     }
 

@@ -324,81 +324,109 @@ impl Engine {
         conn: &ConnectionConfig,
         secrets: Option<BTreeMap<String, String>>,
     ) -> Result<Prepared> {
-        let file = org.source.display().to_string();
-        let connector = connector::find(&conn.connector).ok_or_else(|| {
-            let known: Vec<_> = connector::registry().iter().map(|c| c.name()).collect();
-            input_error!(
-                "{file}: connection {:?}: unknown connector {:?} (registered: {})",
-                conn.name,
-                conn.connector,
-                known.join(", ")
-            )
-        })?;
-        let secrets = match secrets {
-            Some(s) => s,
-            None => conn.resolve_secrets(&org.source)?,
-        };
-        connector
-            .check_settings(&conn.settings, &secrets)
-            .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
-        let defs = connector
-            .entities_for(&conn.settings)
-            .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
-        for name in conn.entities.keys() {
-            if !defs.iter().any(|d| d.name() == name) {
-                let known: Vec<_> = defs.iter().map(|d| d.name()).collect();
-                return Err(input_error!(
-                    "{file}: connection {:?}: connector {} has no entity {name:?} (it has: {})",
-                    conn.name,
-                    connector.name(),
-                    known.join(", ")
-                ));
-            }
-        }
-        let mut entities = Vec::new();
-        let mut declared = Vec::new();
-        let mappers = self.settings.resolve(&self.settings.paths.mappers);
-        for entity in defs {
-            let Some(sel) = conn.entities.get(entity.name()) else {
-                continue;
-            };
-            let mut mappings = Vec::new();
-            for def in entity.parts() {
-                let mapping = Mapping::load_for(
-                    &mappers,
-                    connector.name(),
-                    def,
-                    &self.hub,
-                    &conn.parameters,
-                )?;
-                declared.extend(mapping.params.iter().cloned());
-                mappings.push(Arc::new(mapping));
-            }
-            entities.push(Selected {
-                entity,
-                selection: sel.clone(),
-                mappings,
-            });
-        }
-        for p in conn.parameters.keys() {
-            if !declared.contains(p) {
-                return Err(input_error!(
-                    "{file}: connection {:?}: parameter `{p}` is not declared by any of its mappings",
-                    conn.name
-                ));
-            }
-        }
-        Ok(Prepared {
-            org_id: 0,
-            org: org.clone(),
-            connection_id: 0,
-            config: conn.clone(),
-            connector,
-            secrets,
-            entities,
-        })
+        check_connection(&self.settings, &self.hub, org, conn, secrets)
     }
 
+    /// Opens an engine for `connections` ([`Engine::from_settings`]), every one checked
+    /// before the database is even opened: a mistake in the last file writes nothing.
+    pub fn start<'a>(
+        settings: &Settings,
+        connections: impl IntoIterator<Item = (&'a OrgConfig, &'a ConnectionConfig)>,
+    ) -> Result<(Engine, Vec<Prepared>)> {
+        let hub = HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
+        let cipher = Cipher::from_settings(settings)?;
+        let mut checked = connections
+            .into_iter()
+            .map(|(org, conn)| check_connection(settings, &hub, org, conn, None))
+            .collect::<Result<Vec<_>>>()?;
+        let store = Store::open_and_migrate(&settings.database_url())?;
+        let engine = Engine::new(store, hub, settings.clone(), cipher);
+        for p in &mut checked {
+            engine.register(p)?;
+        }
+        Ok((engine, checked))
+    }
+}
+
+/// The checks of [`Engine::prepare`], needing no database.
+fn check_connection(
+    settings: &Settings,
+    hub: &HubModel,
+    org: &OrgConfig,
+    conn: &ConnectionConfig,
+    secrets: Option<BTreeMap<String, String>>,
+) -> Result<Prepared> {
+    let file = org.source.display().to_string();
+    let connector = connector::find(&conn.connector).ok_or_else(|| {
+        let known: Vec<_> = connector::registry().iter().map(|c| c.name()).collect();
+        input_error!(
+            "{file}: connection {:?}: unknown connector {:?} (registered: {})",
+            conn.name,
+            conn.connector,
+            known.join(", ")
+        )
+    })?;
+    let secrets = match secrets {
+        Some(s) => s,
+        None => conn.resolve_secrets(&org.source)?,
+    };
+    connector
+        .check_settings(&conn.settings, &secrets)
+        .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
+    let defs = connector
+        .entities_for(&conn.settings)
+        .map_err(|e| input_error!("{file}: connection {:?}: {e:#}", conn.name))?;
+    for name in conn.entities.keys() {
+        if !defs.iter().any(|d| d.name() == name) {
+            let known: Vec<_> = defs.iter().map(|d| d.name()).collect();
+            return Err(input_error!(
+                "{file}: connection {:?}: connector {} has no entity {name:?} (it has: {})",
+                conn.name,
+                connector.name(),
+                known.join(", ")
+            ));
+        }
+    }
+    let mut entities = Vec::new();
+    let mut declared = Vec::new();
+    let mappers = settings.resolve(&settings.paths.mappers);
+    for entity in defs {
+        let Some(sel) = conn.entities.get(entity.name()) else {
+            continue;
+        };
+        let mut mappings = Vec::new();
+        for def in entity.parts() {
+            let mapping =
+                Mapping::load_for(&mappers, connector.name(), def, hub, &conn.parameters)?;
+            declared.extend(mapping.params.iter().cloned());
+            mappings.push(Arc::new(mapping));
+        }
+        entities.push(Selected {
+            entity,
+            selection: sel.clone(),
+            mappings,
+        });
+    }
+    for p in conn.parameters.keys() {
+        if !declared.contains(p) {
+            return Err(input_error!(
+                "{file}: connection {:?}: parameter `{p}` is not declared by any of its mappings",
+                conn.name
+            ));
+        }
+    }
+    Ok(Prepared {
+        org_id: 0,
+        org: org.clone(),
+        connection_id: 0,
+        config: conn.clone(),
+        connector,
+        secrets,
+        entities,
+    })
+}
+
+impl Engine {
     /// Checks a connection (connector, settings, secrets, mappings) and registers it with
     /// its organization in the store. `secrets` overrides the environment.
     pub fn prepare(
@@ -410,22 +438,6 @@ impl Engine {
         let mut p = self.check(org, conn, secrets)?;
         self.register(&mut p)?;
         Ok(p)
-    }
-
-    /// [`Engine::prepare`] for many connections: every one is checked before any is
-    /// registered, so a mistake in the last file writes nothing to the store.
-    pub fn prepare_all<'a>(
-        &self,
-        connections: impl IntoIterator<Item = (&'a OrgConfig, &'a ConnectionConfig)>,
-    ) -> Result<Vec<Prepared>> {
-        let mut checked = connections
-            .into_iter()
-            .map(|(org, conn)| self.check(org, conn, None))
-            .collect::<Result<Vec<_>>>()?;
-        for p in &mut checked {
-            self.register(p)?;
-        }
-        Ok(checked)
     }
 
     /// Writes a checked connection's organization and connection rows; sets their ids.

@@ -101,6 +101,12 @@ fn prepare(p: &Part, records: Vec<Fetched>) -> Prepared {
     for f in records {
         match f {
             Fetched::Record(r) => match p.client.record_id(&p.def, &r) {
+                Some(id) if damaged_text(&r).is_some() => {
+                    let field = damaged_text(&r).unwrap_or_default();
+                    out.bad.push((id, format!(
+                        "field `{field}` holds text that was not valid UTF-8 in the application's answer; the record is not synced until it is good again"
+                    )));
+                }
                 Some(id) => match at.get(&id) {
                     Some(&i) => out.good[i].record = r,
                     None => {
@@ -147,4 +153,28 @@ pub(super) fn to_hub(
     let v = mapping.to_hub(record, refs)?;
     let hash = content_hash(&v);
     Ok((v, hash))
+}
+
+/// The path of the first string in `v` holding U+FFFD, the replacement character an answer
+/// gets where its bytes were not UTF-8 ([`crate::http::read_capped`]): such text is never
+/// stored in the hub or passed on to other applications.
+fn damaged_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => s.contains('\u{FFFD}').then(String::new),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| damaged_text(x).map(|p| format!("[{i}]{}", dotted(&p)))),
+        Value::Object(m) => m
+            .iter()
+            .find_map(|(k, x)| damaged_text(x).map(|p| format!("{k}{}", dotted(&p)))),
+        _ => None,
+    }
+}
+
+fn dotted(rest: &str) -> String {
+    match rest.chars().next() {
+        None | Some('[') => rest.to_string(),
+        Some(_) => format!(".{rest}"),
+    }
 }

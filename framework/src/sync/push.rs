@@ -258,17 +258,12 @@ impl EntitySync<'_> {
                     .map(|r| (r, false)),
                 Action::Create { recovering } => self.create(&w, *recovering).await,
             };
+            let result = result.and_then(|(stored, created)| {
+                let id = self.answered_id(&w.action, &stored)?;
+                Ok((stored, created, id))
+            });
             match result {
-                Ok((stored, created)) => {
-                    let Some(ext_id) = self.client.record_id(self.def, &stored) else {
-                        self.counts.errors += 1;
-                        w.map.fail(
-                            Side::External,
-                            "the application returned a record without an id".into(),
-                        );
-                        done.push(w.map);
-                        continue;
-                    };
+                Ok((stored, created, ext_id)) => {
                     if created {
                         self.counts.created_in_app += 1;
                     } else {
@@ -431,6 +426,23 @@ impl EntitySync<'_> {
             .create(self.def, &w.payload)
             .await
             .map(|r| (r, true))
+    }
+}
+
+impl EntitySync<'_> {
+    /// The id of the record a write's answer holds. An answer without a readable id, or
+    /// (for an update) with another record's id, is malformed: the write may have landed,
+    /// and the link keeps the id Ferry wrote to, never one an answer claims.
+    fn answered_id(&self, action: &Action, stored: &Value) -> Result<String, ApiError> {
+        let id = self.client.record_id(self.def, stored).ok_or_else(|| {
+            ApiError::Malformed("the application answered a record without a readable id".into())
+        })?;
+        match action {
+            Action::Update(wrote) if *wrote != id => Err(ApiError::Malformed(format!(
+                "the application answered record {id} to a write of record {wrote}"
+            ))),
+            _ => Ok(id),
+        }
     }
 }
 
