@@ -226,12 +226,16 @@ async fn kills_at_random_points_lose_and_duplicate_nothing() {
         );
         let mut f = Figures::default();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for t in 0..trials(4) {
-            let serve = t % 2 == 1;
-            let args: &[&str] = if serve {
-                &["serve", "--listen", "127.0.0.1:0"]
-            } else {
-                &["sync"]
+        for t in 0..trials(6) {
+            let (args, serve): (&[&str], bool) = match t % 3 {
+                0 => (&["sync"], false),
+                1 => (&["serve", "--listen", "127.0.0.1:0"], true),
+                _ => {
+                    let queued = ferry(ws.path(), &["sync", "--enqueue"]).output().unwrap();
+                    f.scan(&queued);
+                    f.wrong_exits += usize::from(queued.status.code() != Some(0));
+                    (&["worker"], true)
+                }
             };
             let mut child = ferry(ws.path(), args)
                 .stdout(Stdio::piped())
@@ -243,7 +247,8 @@ async fn kills_at_random_points_lose_and_duplicate_nothing() {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             f.scan(&out);
-            // Finished before the kill: a sync must have succeeded (serve never ends alone).
+            // Finished before the kill: a sync must have succeeded (serve and worker never
+            // end alone).
             if let Some(code) = finished {
                 f.wrong_exits += usize::from(serve || code.code() != Some(0));
             }
@@ -276,7 +281,10 @@ async fn kills_at_random_points_lose_and_duplicate_nothing() {
         if let ferry_framework::store::testing::ScratchDb::File(path) = &db {
             f.scan_text(&String::from_utf8_lossy(&std::fs::read(path).unwrap()));
         }
-        f.check(&format!("kill matrix (sync, serve) on {}", backend(&db)));
+        f.check(&format!(
+            "kill matrix (sync, serve, worker) on {}",
+            backend(&db)
+        ));
         assert_eq!(
             so_names.len(),
             expected.len(),
@@ -944,4 +952,132 @@ async fn listings_end_quietly_on_a_closed_pipe() {
         }
     }
     f.check("closed pipes");
+}
+
+/// Runs `sync` until a run has no errors (at most `n` runs); true when one had none.
+async fn settles<F, Fut>(n: usize, mut sync: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ferry_framework::sync::RunReport>,
+{
+    for _ in 0..n {
+        if !sync().await.has_errors() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Every kind of injected API fault on every create and update path of both applications:
+/// after the fault, runs settle with each record held exactly once, at its latest values.
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_api_faults_on_writes_lose_and_duplicate_nothing() {
+    use ferry_connectors::workflowmax::fake::{Failure as WFail, Target as WTarget};
+    let so_faults = [
+        Failure::Status(500),
+        Failure::Status(503),
+        Failure::Status(429),
+        Failure::Status(401),
+        Failure::Status(403),
+        Failure::AfterCommit,
+        Failure::CommitThenHang(Duration::from_millis(2500)),
+    ];
+    let wfm_faults = [
+        WFail::Status(500),
+        WFail::Status(503),
+        WFail::Status(429),
+        WFail::Status(401),
+        WFail::Error("The server is busy".into()),
+        WFail::Malformed,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::backends(dir.path()) {
+        let mut h = common::hubbed(&db, true, common::quick_limits(), json!({})).await;
+        h.engine.settings.sync.http_timeout_seconds = 1;
+        let mut f = Figures::default();
+        // Into SuperOffice: WorkflowMax clients become contacts.
+        for (k, fault) in so_faults.iter().enumerate() {
+            for target in [Target::Create, Target::Update] {
+                let name = format!("SO fault {k} {target:?}");
+                let uuid = h.wfm.add_client(&name, json!({}));
+                h.sync_wfm().await;
+                let mut want = name.clone();
+                if target == Target::Update {
+                    f.wrong_exits += usize::from(!settles(3, || h.sync_so()).await);
+                    want = format!("{name} v2");
+                    h.wfm.edit(&uuid, json!({"Name": want}));
+                    h.sync_wfm().await;
+                }
+                h.so.fail_next(target, fault.clone());
+                f.wrong_exits += usize::from(!settles(4, || h.sync_so()).await);
+                let held = names(&h.so.contacts(), "Name");
+                f.trials += 1;
+                f.duplicates += held
+                    .iter()
+                    .filter(|n| n.starts_with(&name))
+                    .count()
+                    .saturating_sub(1);
+                f.lost += usize::from(!held.contains(&want));
+            }
+        }
+        // Into WorkflowMax: SuperOffice contacts become clients.
+        for (k, fault) in wfm_faults.iter().enumerate() {
+            for target in [WTarget::Create, WTarget::Update] {
+                let name = format!("WFM fault {k} {target:?}");
+                let id = h.so.add_contact(&name, "", "");
+                h.sync_so().await;
+                let mut want = name.clone();
+                if target == WTarget::Update {
+                    f.wrong_exits += usize::from(!settles(3, || h.sync_wfm()).await);
+                    want = format!("{name} v2");
+                    h.so.edit("Contact", id, json!({"Name": want}));
+                    h.sync_so().await;
+                }
+                h.wfm.fail_next(target, fault.clone());
+                f.wrong_exits += usize::from(!settles(4, || h.sync_wfm()).await);
+                let held = names(&h.wfm.clients(), "Name");
+                f.trials += 1;
+                f.duplicates += held
+                    .iter()
+                    .filter(|n| n.starts_with(&name))
+                    .count()
+                    .saturating_sub(1);
+                f.lost += usize::from(!held.contains(&want));
+            }
+        }
+        f.check(&format!(
+            "injected API faults on writes on {}",
+            backend(&db)
+        ));
+    }
+}
+
+/// Text an answer damaged (bytes that were not UTF-8, read as U+FFFD) is a per-record error:
+/// never stored in the hub or passed on, and cleared when the record is good again.
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_text_is_never_stored_or_passed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in common::backends(dir.path()) {
+        let h = common::hubbed(&db, true, common::quick_limits(), json!({})).await;
+        let id = h.so.add_contact("Café Nord", "", "");
+        assert!(!h.sync_so().await.has_errors());
+        h.sync_wfm().await;
+        h.so.edit("Contact", id, json!({"Name": "Caf\u{FFFD} Nord"}));
+        let damaged = h.sync_so().await;
+        assert!(damaged.has_errors(), "{damaged:?}");
+        h.sync_wfm().await;
+        let held = names(&h.wfm.clients(), "Name");
+        assert_eq!(
+            held,
+            vec!["Café Nord".to_string()],
+            "nothing damaged passed on"
+        );
+        h.so.edit("Contact", id, json!({"Name": "Café Nord AS"}));
+        assert!(!h.sync_so().await.has_errors(), "the error clears");
+        h.sync_wfm().await;
+        assert_eq!(
+            names(&h.wfm.clients(), "Name"),
+            vec!["Café Nord AS".to_string()]
+        );
+    }
 }

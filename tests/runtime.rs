@@ -385,6 +385,29 @@ async fn webhooks_are_verified_deduplicated_filtered_and_coalesced() {
             .unwrap();
         assert_eq!(good.status().as_u16(), 202);
         assert_eq!(s.events("beta").len(), 1);
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
+        let lower = reqwest::Client::new()
+            .post(s.url("beta"))
+            .header("Authorization", format!("bearer {WEBHOOK_TOKEN}"))
+            .body(so_event("t-2", "contact", 1, &["name"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lower.status().as_u16(), 202);
+        // An organization or connection that does not exist reads like a wrong signature.
+        for url in [
+            format!("{}/webhooks/nope/superoffice", s.base),
+            format!("{}/webhooks/beta/nope", s.base),
+        ] {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(WEBHOOK_TOKEN)
+                .body(so_event("t-3", "contact", 1, &["name"]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401);
+        }
         drop(so2);
 
         // An irrelevant change is recorded as skipped; no job, no API call.

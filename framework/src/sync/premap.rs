@@ -100,14 +100,11 @@ fn prepare(p: &Part, records: Vec<Fetched>) -> Prepared {
     let mut at: HashMap<String, usize> = HashMap::with_capacity(records.len());
     for f in records {
         match f {
-            Fetched::Record(r) => match p.client.record_id(&p.def, &r) {
-                Some(id) if damaged_text(&r).is_some() => {
-                    let field = damaged_text(&r).unwrap_or_default();
-                    out.bad.push((id, format!(
-                        "field `{field}` holds text that was not valid UTF-8 in the application's answer; the record is not synced until it is good again"
-                    )));
-                }
-                Some(id) => match at.get(&id) {
+            Fetched::Record(r) => match (p.client.record_id(&p.def, &r), damaged_text(&r)) {
+                (Some(id), Some(field)) => out.bad.push((id, format!(
+                    "field `{field}` holds text that was not valid UTF-8 in the application's answer; the record is not synced until it is good again"
+                ))),
+                (Some(id), None) => match at.get(&id) {
                     Some(&i) => out.good[i].record = r,
                     None => {
                         at.insert(id.clone(), out.good.len());
@@ -120,7 +117,7 @@ fn prepare(p: &Part, records: Vec<Fetched>) -> Prepared {
                         });
                     }
                 },
-                None => out.unreadable.push("record without an id".into()),
+                (None, _) => out.unreadable.push("record without an id".into()),
             },
             Fetched::Bad {
                 id: Some(id),
@@ -176,5 +173,18 @@ fn dotted(rest: &str) -> String {
     match rest.chars().next() {
         None | Some('[') => rest.to_string(),
         Some(_) => format!(".{rest}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::damaged_text;
+    use serde_json::json;
+
+    #[test]
+    fn damaged_text_is_found_with_its_path() {
+        assert_eq!(damaged_text(&json!({"Name": "Café"})), None);
+        let v = json!({"Name": "ok", "Emails": [{"Value": "a"}, {"Value": "caf\u{FFFD}"}]});
+        assert_eq!(damaged_text(&v).as_deref(), Some("Emails[1].Value"));
     }
 }
