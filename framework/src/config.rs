@@ -281,7 +281,13 @@ impl Settings {
         files.sort();
         let mut orgs = Vec::new();
         for f in files {
-            let mut org: OrgConfig = load_yaml(&f)?;
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| input_error!("{}: cannot read: {e}", f.display()))?;
+            let mut org: OrgConfig = parse_yaml(&f, &text)?;
+            let lines: ConnectionLines = parse_yaml(&f, &text)?;
+            for (c, at) in org.connections.iter_mut().zip(lines.connections) {
+                c.line = Some(at.referenced.line());
+            }
             org.source = f.clone();
             org.check()?;
             if orgs.iter().any(|o: &OrgConfig| o.slug == org.slug) {
@@ -345,6 +351,14 @@ impl OrgConfig {
     }
 }
 
+/// Where each connection of an organization file starts, for messages about its values
+/// that only the connector can check (they carry `file:line`).
+#[derive(Deserialize)]
+struct ConnectionLines {
+    #[serde(default)]
+    connections: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+}
+
 /// One account in one external application.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -369,6 +383,19 @@ pub struct ConnectionConfig {
     /// Webhooks the application sends to `ferry serve` for this connection.
     #[serde(default)]
     pub webhooks: Option<WebhookConfig>,
+    /// The line of its file where this connection starts (set when loaded from a file).
+    #[serde(skip)]
+    pub line: Option<u64>,
+}
+
+impl ConnectionConfig {
+    /// `file:line` of this connection in `file`, or the file alone.
+    pub fn place(&self, file: &Path) -> String {
+        match self.line {
+            Some(l) => format!("{}:{l}", file.display()),
+            None => file.display().to_string(),
+        }
+    }
 }
 
 /// How webhooks of a connection are verified and which changes matter.
@@ -443,7 +470,7 @@ impl ConnectionConfig {
             let v = std::env::var(&r.env).with_context(|| {
                 format!(
                     "{}: connection {:?}: secret `{name}` needs environment variable {}",
-                    file.display(),
+                    self.place(file),
                     self.name,
                     r.env
                 )

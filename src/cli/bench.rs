@@ -322,6 +322,7 @@ async fn one(
             per_day: Some(1_000_000_000),
         }),
         webhooks: None,
+        line: None,
         entities: [("client".to_string(), EntitySelection::default())].into(),
     };
     let org = OrgConfig {

@@ -122,6 +122,7 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
             parameters: BTreeMap::new(),
             rate_limit: handle.rate_limit,
             webhooks: None,
+            line: None,
             entities: conn_def
                 .entities_for(&handle.settings)?
                 .iter()

@@ -88,6 +88,7 @@ pub fn connection(
         parameters: BTreeMap::new(),
         rate_limit: None,
         webhooks: None,
+        line: None,
         entities: entities
             .iter()
             .map(|e| (e.to_string(), selection.clone()))

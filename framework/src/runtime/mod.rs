@@ -63,7 +63,7 @@ fn webhook_keys(org: &OrgConfig, conn: &ConnectionConfig) -> Result<Option<Webho
                     .ok_or_else(|| {
                         crate::input_error!(
                             "{}: connection {:?}: webhook secret: environment variable {} is not set or is empty",
-                            org.source.display(),
+                            conn.place(&org.source),
                             conn.name,
                             r.env
                         )

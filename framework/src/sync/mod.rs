@@ -356,7 +356,7 @@ fn check_connection(
     conn: &ConnectionConfig,
     secrets: Option<BTreeMap<String, String>>,
 ) -> Result<Prepared> {
-    let file = org.source.display().to_string();
+    let file = conn.place(&org.source);
     let connector = connector::find(&conn.connector).ok_or_else(|| {
         let known: Vec<_> = connector::registry().iter().map(|c| c.name()).collect();
         input_error!(
