@@ -310,10 +310,7 @@ impl Engine {
 
     /// Opens the database (migrating it), the hub model and the secret key from settings.
     pub fn from_settings(settings: &Settings) -> Result<Engine> {
-        let hub = HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
-        let cipher = Cipher::from_settings(settings)?;
-        let store = Store::open_and_migrate(&settings.database_url())?;
-        Ok(Engine::new(store, hub, settings.clone(), cipher))
+        Ok(Engine::start(settings, std::iter::empty())?.0)
     }
 
     /// Everything [`Engine::prepare`] checks, with nothing written (ids are 0 until
