@@ -5,7 +5,6 @@
 pub mod scheduler;
 pub mod worker;
 
-use crate::store::write_transaction;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConnectionConfig, OrgConfig, SecretRef, Settings};
 use crate::store::jobs::NewJob;
 use crate::store::orgs::now;
+use crate::store::write_transaction;
 use crate::store::{AnyConnection, Store};
 use crate::sync::{Engine, Prepared};
 

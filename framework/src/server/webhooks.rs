@@ -4,7 +4,6 @@
 //! targeted sync that runs after a short coalescing window. The answer comes before any
 //! sync work.
 
-use crate::store::write_transaction;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::runtime::Runtime;
+use crate::store::write_transaction;
 use crate::store::Store;
 use crate::webhook::{Headers, WebhookEvent};
 

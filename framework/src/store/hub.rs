@@ -1,7 +1,6 @@
 //! The hub: each organization's canonical records, with a monotonic change sequence per
 //! organization so every connection can read "what changed since seq N".
 
-use super::write_transaction;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -9,6 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::schema::{hub_records, organizations};
+use super::write_transaction;
 use super::{insert_many, AnyConnection, Store};
 
 /// When each hub field was last edited (field name → time), as its source reported it.

@@ -11,7 +11,7 @@ pub mod runs;
 pub mod schema;
 
 use anyhow::{anyhow, Context, Result};
-use diesel::connection::SimpleConnection;
+use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
@@ -70,7 +70,6 @@ pub(crate) use insert_many;
 pub type Conn = PooledConnection<ConnectionManager<AnyConnection>>;
 
 type Manager = <AnyConnection as Connection>::TransactionManager;
-use diesel::connection::TransactionManager;
 
 /// Begins a write transaction: on SQLite `BEGIN IMMEDIATE`, which takes the write lock at
 /// once (waiting up to the busy timeout). A deferred transaction that reads and then writes

@@ -1,11 +1,11 @@
 //! Organizations, connections, connection leases and encrypted credentials.
 
-use super::write_transaction;
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::{connections, credentials, organizations};
+use super::write_transaction;
 use super::{AnyConnection, Store};
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -1,7 +1,6 @@
 //! How a listing streams: the next page is fetched and prepared on the runtime while one is
 //! written, and pages that keep arriving are written in one transaction.
 
-use crate::store::write_transaction;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -12,6 +11,7 @@ use diesel::Connection;
 use super::premap::{prepare_page, Part, PreparedPage};
 use crate::entity::{Fetched, PageRequest, SplitFn};
 use crate::http::ApiError;
+use crate::store::write_transaction;
 use crate::store::{AnyConnection, Conn};
 
 /// A page being listed and prepared on the runtime. Dropping it (an error while writing

@@ -2,7 +2,6 @@
 //! Ferry last saw, settle conflicts, and write each page with its checkpoint in one
 //! transaction.
 
-use crate::store::write_transaction;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use crate::mapping::MapError;
 use crate::store::idmaps::{IdMap, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
+use crate::store::write_transaction;
 use crate::store::{AnyConnection, Store};
 
 /// Reads one entity's changes into the hub. The list returns records of the first part;

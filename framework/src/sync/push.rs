@@ -3,7 +3,6 @@
 //! commits a `pending_create` id map, so a crash after the API call is finished by matching
 //! instead of creating a duplicate.
 
-use crate::store::write_transaction;
 use anyhow::Result;
 use serde_json::Value;
 
@@ -17,6 +16,7 @@ use crate::store::hub::{same_hash, HubRecord};
 use crate::store::idmaps::{IdMap, LinkState, Side};
 use crate::store::orgs::now;
 use crate::store::runs::Cursor;
+use crate::store::write_transaction;
 use crate::store::Store;
 
 enum Action {
