@@ -539,7 +539,6 @@ mod ranged {
         shutdown_grace_seconds: u64 = 1, 600, " s";
         max_connections: usize = 1, 100_000, "";
         request_timeout_seconds: u64 = 1, 600, " s";
-        sync_interval: u64 = 1, 2_592_000, " s";
     }
 
     /// An organization slug: it names files, URLs and log lines, so lowercase letters,
@@ -560,7 +559,7 @@ mod ranged {
 
     /// `sync_interval_seconds` of an organization, when given.
     pub fn optional_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        sync_interval(d).map(Some)
+        sync_interval_seconds(d).map(Some)
     }
 }
 
