@@ -21,7 +21,11 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Parses YAML text that came from `path` (used in messages only).
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
-    serde_saphyr::from_str(text).map_err(|e| input_error!("{}: {e}", path.display()))
+    // The error quotes the file's lines: a database URL's password must not be among them.
+    serde_saphyr::from_str(text).map_err(|e| {
+        let shown = crate::store::redact_text(&e.to_string());
+        input_error!("{}: {}", path.display(), shown)
+    })
 }
 
 /// `settings.yml`: how this Ferry installation runs.
@@ -47,6 +51,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// A file path (SQLite, the embedded default) or a `postgres://` URL.
+    #[serde(deserialize_with = "ranged::database_url")]
     pub url: String,
 }
 
@@ -62,8 +67,10 @@ impl Default for DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct SecretSettings {
     /// Environment variable holding the base64 key that encrypts credentials at rest.
+    #[serde(deserialize_with = "ranged::key_env")]
     pub key_env: String,
     /// Used when `key_env` is unset: a key file created on first use with mode 0600.
+    #[serde(deserialize_with = "ranged::key_file")]
     pub key_file: String,
 }
 
@@ -118,7 +125,8 @@ impl Default for SyncSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSettings {
-    /// Where `ferry serve` listens.
+    /// Where `ferry serve` listens: `host:port`.
+    #[serde(deserialize_with = "ranged::listen")]
     pub listen: String,
     /// How often each organization syncs, unless its config says otherwise (1 s–30 days).
     #[serde(deserialize_with = "ranged::sync_interval_seconds")]
@@ -312,8 +320,9 @@ pub struct OrgConfig {
     pub name: String,
     #[serde(default = "yes")]
     pub sync_enabled: bool,
-    /// Records last changed before this are never synced (Maestrano's "no historical data").
-    #[serde(default)]
+    /// Records last changed before this are never synced (Maestrano's "no historical data");
+    /// not in the future (nothing would ever sync).
+    #[serde(default, deserialize_with = "ranged::date_filtering_limit")]
     pub date_filtering_limit: Option<DateTime<Utc>>,
     /// How often the scheduler syncs this organization (else settings' default).
     #[serde(default, deserialize_with = "ranged::optional_interval")]
@@ -338,7 +347,8 @@ impl OrgConfig {
         for c in &self.connections {
             if !seen.insert(&c.name) {
                 return Err(input_error!(
-                    "{file}: connection {:?}: name is used twice",
+                    "{}: connection {:?}: name is used twice",
+                    c.place(&self.source),
                     c.name
                 ));
             }
@@ -555,6 +565,63 @@ mod ranged {
         Err(D::Error::custom(format!(
             "field `slug` must be lowercase letters, digits, `-` and `_` (at most 63, starting with a letter or digit), not {v:?}"
         )))
+    }
+
+    fn non_empty<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<String, D::Error> {
+        let v = String::deserialize(d)?;
+        if v.trim().is_empty() {
+            return Err(D::Error::custom(format!(
+                "field `{field}` must not be empty"
+            )));
+        }
+        Ok(v)
+    }
+
+    pub fn key_env<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        non_empty(d, "key_env")
+    }
+
+    pub fn key_file<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        non_empty(d, "key_file")
+    }
+
+    /// A SQLite file path or a `postgres://` URL; any other `scheme://` is a mistake (a
+    /// `mysql://` URL would otherwise become a directory named `mysql:`).
+    pub fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let v = non_empty(d, "url")?;
+        let scheme = v.split_once("://").map(|(s, _)| s);
+        match scheme {
+            None | Some("postgres" | "postgresql" | "sqlite") => Ok(v),
+            Some(other) => Err(D::Error::custom(format!(
+                "field `url` must be a SQLite file path or a postgres:// URL, not a {other}:// URL"
+            ))),
+        }
+    }
+
+    /// `host:port`, the port a number up to 65535.
+    pub fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let v = String::deserialize(d)?;
+        let ok = v
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if ok {
+            return Ok(v);
+        }
+        Err(D::Error::custom(format!(
+            "field `listen` must be host:port (such as 127.0.0.1:8080), not {v:?}"
+        )))
+    }
+
+    pub fn date_filtering_limit<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+        let v = Option::<chrono::DateTime<chrono::Utc>>::deserialize(d)?;
+        match v {
+            Some(t) if t > chrono::Utc::now() => Err(D::Error::custom(format!(
+                "field `date_filtering_limit` must not be in the future ({t}): nothing would ever sync"
+            ))),
+            v => Ok(v),
+        }
     }
 
     /// `sync_interval_seconds` of an organization, when given.

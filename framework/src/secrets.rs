@@ -51,8 +51,22 @@ impl Cipher {
         }
         let key = Key::<Aes256Gcm>::generate();
         let text = B64.encode(key.as_slice());
-        write_private(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
-        Self::from_base64(&text)
+        // Written whole under a temporary name, then linked into place: processes starting
+        // at once each make a key, one link wins, and the others read the winner's whole
+        // file (never a half-written one, never an error).
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+        write_private(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Self::from_base64(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Self::from_base64(text.trim()).with_context(|| path.display().to_string())
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot write {}: {e}", path.display())),
+        }
     }
 
     /// A 32-byte key, base64-encoded.

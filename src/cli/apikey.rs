@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::Subcommand;
 use ferry_framework::config::Settings;
@@ -44,8 +46,14 @@ pub fn run(settings: &Settings, cmd: ApiKeyCommand) -> Result<ExitCode> {
     match cmd {
         ApiKeyCommand::Create { org, scope } => {
             let (row, key) = store.create_api_key(org_id(&org)?, &scope)?;
-            out!("{key}")?;
-            eprintln!(
+            // A key nobody saw is a key nobody can use or revoke knowingly: undo it.
+            if let Err(e) = out!("{key}").and_then(|()| std::io::stdout().flush()) {
+                store.revoke_api_key(row.id)?;
+                return Err(anyhow::anyhow!(
+                    "the key could not be shown ({e}), so it was revoked; run the command again"
+                ));
+            }
+            note!(
                 "API key {} for {org} with scope {scope}: shown once, store it now",
                 row.id
             );

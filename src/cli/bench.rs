@@ -292,11 +292,11 @@ async fn one(
     page: usize,
     writes_db: Option<&str>,
 ) -> Result<Result1> {
-    eprintln!("bench: {backend}, {n} records: starting the fake");
+    note!("bench: {backend}, {n} records: starting the fake");
     let fake = start_fake(n)?;
     let http = reqwest::Client::new();
     let tokens = authorize(&http, &fake.addr).await?;
-    eprintln!("bench: {backend}, {n} records: floor");
+    note!("bench: {backend}, {n} records: floor");
     let floor = floor(&http, &fake.addr, &tokens, page, n).await?;
 
     let mut s = settings.clone();
@@ -353,7 +353,7 @@ async fn one(
         0,
     )?;
 
-    eprintln!("bench: {backend}, {n} records: first sync");
+    note!("bench: {backend}, {n} records: first sync");
     let (first, _) = timed(&engine, &p, n).await?;
     let ratio = first.wall_seconds / floor.wall_seconds.max(1e-9);
     let mut result = Result1 {
@@ -372,11 +372,11 @@ async fn one(
     let Some(writes_db) = writes_db else {
         return Ok(result);
     };
-    eprintln!("bench: {backend}, {n} records: write floor");
+    note!("bench: {backend}, {n} records: write floor");
     result.write_floor = Some(super::bench_writes::write_floor(
         &engine, &p, writes_db, page,
     )?);
-    eprintln!("bench: {backend}, {n} records: idle sync");
+    note!("bench: {backend}, {n} records: idle sync");
     let (idle, _) = timed(&engine, &p, n).await?;
     result.idle = Some(idle);
 
@@ -413,11 +413,11 @@ async fn one(
             .store
             .hub_put(&engine.hub, p.org_id, "Organization", Some(hub), data, None)?;
     }
-    eprintln!("bench: {backend}, {n} records: 1% changed ({k} on each side)");
+    note!("bench: {backend}, {n} records: 1% changed ({k} on each side)");
     let (changed, r) = timed(&engine, &p, 2 * k).await?;
     let c = &r.entities[0].counts;
     if (c.updated_in_hub, c.updated_in_app) != (k as u64, k as u64) {
-        eprintln!("bench: warning: expected {k} updates each way, got {} in the hub and {} in the application", c.updated_in_hub, c.updated_in_app);
+        note!("bench: warning: expected {k} updates each way, got {} in the hub and {} in the application", c.updated_in_hub, c.updated_in_app);
     }
     result.calls_per_change = Some(changed.api_calls as f64 / (2 * k) as f64);
     result.changed = Some(changed);

@@ -10,6 +10,15 @@ macro_rules! out {
     }};
 }
 
+/// `eprintln!` that never panics: a closed stderr (`ferry sync 2>&1 | head -1`) must not
+/// turn a message into a crash.
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod apikey;
 mod bench;
 mod bench_writes;
@@ -114,11 +123,13 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Its own report of a failed write is an `eprintln!`, which panics on a closed stderr.
+        .log_internal_errors(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            note!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -127,7 +138,7 @@ pub fn main() -> ExitCode {
         // Read by `head` or a pager that quit: what was wanted was written.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note!("error: {e:#}");
             if e.is::<ferry_framework::sync::Interrupted>() {
                 // 128 + SIGINT, as shells report a command stopped by a signal.
                 return ExitCode::from(130);

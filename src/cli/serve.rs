@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 use anyhow::{Context, Result};
 use clap::Args;
 use ferry_framework::config::Settings;
@@ -59,6 +61,7 @@ fn single_worker_lock(settings: &Settings, rt: &Runtime) -> Result<Option<std::f
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {path}"))?;
     match file.try_lock() {

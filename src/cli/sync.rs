@@ -47,7 +47,7 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
         .filter(|o| args.org.as_ref().is_none_or(|s| &o.slug == s))
     {
         if !org.sync_enabled {
-            eprintln!("{}: sync is disabled in {}", org.slug, org.source.display());
+            note!("{}: sync is disabled in {}", org.slug, org.source.display());
             continue;
         }
         for conn in &org.connections {
@@ -56,10 +56,10 @@ pub async fn sync(settings: &Settings, args: SyncArgs) -> Result<ExitCode> {
             }
         }
     }
-    let (engine, prepared) = Engine::start(settings, pairs)?;
-    if prepared.is_empty() {
+    if pairs.is_empty() {
         return Err(input_error!("nothing to sync: no connection matches"));
     }
+    let (engine, prepared) = Engine::start(settings, pairs)?;
     if args.enqueue {
         for p in &prepared {
             let job = ferry_framework::runtime::SyncJob {
@@ -120,7 +120,7 @@ pub async fn run_all(
         let label = format!("{}/{}", p.org.slug, p.config.name);
         match &bar {
             Some(b) => b.set_message(format!("{label}: {line}")),
-            None => eprintln!("{label}: {line}"),
+            None => note!("{label}: {line}"),
         }
     };
     let out = engine.run_each(prepared, opts, &line).await;

@@ -93,6 +93,22 @@ impl Settings {
         let mut s: Settings =
             serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("settings: {e}"))?;
         ferry_framework::config::check_http_url("base_url", &s.base_url)?;
+        let status_url = s.status_url.replace("{base}", &s.base_url);
+        ferry_framework::config::check_http_url("status_url", &status_url)?;
+        if reqwest::header::HeaderName::from_bytes(s.auth_header.as_bytes()).is_err() {
+            bail!(
+                "settings: field `auth_header` must be an HTTP header name, not {:?}",
+                s.auth_header
+            );
+        }
+        for (field, v) in [
+            ("poll_interval_ms", s.poll_interval_ms),
+            ("poll_timeout_seconds", s.poll_timeout_seconds),
+        ] {
+            if v == 0 {
+                bail!("settings: field `{field}` must be at least 1");
+            }
+        }
         if !s.base_url.ends_with('/') {
             s.base_url.push('/');
         }

@@ -18,7 +18,6 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::runtime::Runtime;
 use crate::store::jobs::status;
@@ -34,8 +33,9 @@ pub fn router(rt: Arc<Runtime>) -> Router {
 /// Serves until `shutdown` turns true; requests in flight finish first (within the request
 /// timeout). Slow or idle clients cannot hold the server: at most
 /// `runtime.max_connections` connections are served at once (more wait in the listen
-/// backlog), and a request's headers and body must each arrive within
-/// `runtime.request_timeout_seconds`, or its connection is closed (HTTP/1.1).
+/// backlog), and a request's headers, then its whole body, must each arrive within
+/// `runtime.request_timeout_seconds` (else the connection is closed, or the answer is 408).
+/// Shutdown waits at most `runtime.shutdown_grace_seconds` for requests in flight.
 pub async fn serve(
     rt: Arc<Runtime>,
     listener: tokio::net::TcpListener,
@@ -46,7 +46,10 @@ pub async fn serve(
     let limits = &rt.settings().runtime;
     let timeout = Duration::from_secs(limits.request_timeout_seconds);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let app = router(rt.clone()).layer(RequestBodyTimeoutLayer::new(timeout));
+    let app = router(rt.clone()).layer(axum::middleware::from_fn_with_state(
+        timeout,
+        whole_body_within,
+    ));
     let graceful = GracefulShutdown::new();
     loop {
         let slot = tokio::select! {
@@ -78,13 +81,46 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(timeout, graceful.shutdown())
+    // Bounded like the worker's job: an orchestrator's SIGKILL follows its own grace period.
+    let grace = Duration::from_secs(rt.settings().runtime.shutdown_grace_seconds);
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("requests still in flight after the request timeout; closing them");
+        tracing::warn!("requests still in flight after the shutdown grace period; closing them");
     }
     Ok(())
+}
+
+/// Largest request body read (axum's default limit, kept explicit here).
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads a request's whole body within `timeout` before the handler runs. A per-read
+/// timeout is not enough: a client sending one byte just inside it holds a connection
+/// for ever. Too slow is 408, too large 413.
+async fn whole_body_within(
+    State(timeout): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Ok(Err(_)) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": "the request body is too large or unreadable"})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(json!({"error": "the request body did not arrive in time"})),
+        )
+            .into_response(),
+    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

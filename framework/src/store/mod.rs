@@ -10,6 +10,8 @@ pub mod orgs;
 pub mod runs;
 pub mod schema;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 use anyhow::{anyhow, Context, Result};
 use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
@@ -165,8 +167,13 @@ impl Store {
     /// missing, or a `postgres://` URL). Connection errors are reported, not swallowed.
     pub fn open(url: &str) -> Result<Store> {
         let backend = if is_postgres(url) {
-            PgConnection::establish(url)
-                .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+            PgConnection::establish(url).map_err(|e| {
+                anyhow!(
+                    "cannot connect to PostgreSQL at {}: {}",
+                    redact(url),
+                    scrub(&e.to_string(), url)
+                )
+            })?;
             Backend::Postgres
         } else {
             if let Some(dir) = std::path::Path::new(url).parent() {
@@ -176,12 +183,7 @@ impl Store {
                 }
             }
             create_private(url)?;
-            // WAL is a property of the file: set it once here, not racing on every pooled
-            // connection (which can fail with "database is locked").
-            SqliteConnection::establish(url)
-                .with_context(|| format!("cannot open SQLite database {url}"))?
-                .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
-                .with_context(|| format!("cannot switch SQLite database {url} to WAL"))?;
+            switch_to_wal(url)?;
             Backend::Sqlite
         };
         let pool = Pool::builder()
@@ -243,10 +245,33 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open {path}"))?;
         file.lock().with_context(|| format!("cannot lock {path}"))?;
         Ok(Some(file))
+    }
+}
+
+/// Switches a SQLite database to WAL, a property of the file: set once here, not racing on
+/// every pooled connection. Changing the journal mode needs the database to itself, and
+/// SQLite does not wait for that (the busy timeout does not apply), so processes starting
+/// together on a new file take turns: a locked database is tried again for up to 10 s.
+fn switch_to_wal(url: &str) -> Result<()> {
+    let mut c = SqliteConnection::establish(url)
+        .with_context(|| format!("cannot open SQLite database {url}"))?;
+    let mut tries = 0;
+    loop {
+        match c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;") {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 100 && e.to_string().contains("locked") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(anyhow!("cannot switch SQLite database {url} to WAL: {e}"));
+            }
+        }
     }
 }
 
@@ -271,18 +296,89 @@ fn create_private(path: &str) -> Result<()> {
 /// The PostgreSQL advisory lock key migrations run under ("ferrymig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6665_7272_796d_6967;
 
-/// Hides a password in a database URL before it is shown.
+/// Hides the password of a database URL before it is shown: the user-info password
+/// (`postgres://user:***@host/db`) and a `password=` query parameter.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
+    let mut out = url.to_string();
+    if let Some(pw) = password(url) {
+        out = out.replacen(&format!(":{pw}@"), ":***@", 1);
+    }
+    redact_params(&out)
+}
+
+/// The user-info password of a URL (everything between the user's `:` and the last `@`
+/// of the authority, which may itself hold an unescaped `@`).
+fn password(url: &str) -> Option<&str> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some(&authority[colon + 1..at]).filter(|p| !p.is_empty())
+}
+
+/// `password=…` parameters replaced by `password=***`.
+fn redact_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("password=") {
+        out.push_str(&rest[..i + "password=".len()]);
+        out.push_str("***");
+        rest = &rest[i + "password=".len()..];
+        let end = rest
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` (an error from connecting with `url`) with every URL's password hidden, and
+/// any piece of `url`'s password a driver quoted (a password with an unescaped `@` is
+/// split by the driver, which then names a piece as a host).
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut out = redact_text(text);
+    if let Some(pw) = password(url) {
+        for piece in std::iter::once(pw).chain(pw.split('@')) {
+            if piece.len() >= 3 {
+                out = out.replace(piece, "***");
             }
         }
-        _ => url.to_string(),
     }
+    out
+}
+
+/// Free text (an error quoting a config file) with every URL password hidden: user-info
+/// passwords and `password=` parameters.
+pub fn redact_text(text: &str) -> String {
+    redact_params(&redact_urls(text))
+}
+
+/// Every `scheme://user:password@` in free text with its password hidden.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Helpers for tests that need a throwaway PostgreSQL database.
@@ -380,5 +476,28 @@ pub mod testing {
             admin: admin_url.to_string(),
             name,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_wherever_they_appear() {
+        assert_eq!(
+            redact("postgres://u:sekrit@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact("postgres://h/db?user=u&password=sekrit"),
+            "postgres://h/db?user=u&password=***"
+        );
+        assert_eq!(redact("postgres://u:sek@rit@h/db"), "postgres://u:***@h/db");
+        let quoted = "2 | database: { url: \"postgres://u:sekrit@h/db\" }";
+        assert!(!redact_text(quoted).contains("sekrit"));
+        let libpq = "could not translate host name \"rit@127.0.0.1\" to address";
+        assert!(!scrub(libpq, "postgres://u:sek@rit@127.0.0.1/db").contains("rit@"));
+        assert_eq!(redact("relative/path.db"), "relative/path.db");
     }
 }

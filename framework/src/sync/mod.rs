@@ -331,11 +331,12 @@ impl Engine {
         connections: impl IntoIterator<Item = (&'a OrgConfig, &'a ConnectionConfig)>,
     ) -> Result<(Engine, Vec<Prepared>)> {
         let hub = HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
-        let cipher = Cipher::from_settings(settings)?;
         let mut checked = connections
             .into_iter()
             .map(|(org, conn)| check_connection(settings, &hub, org, conn, None))
             .collect::<Result<Vec<_>>>()?;
+        // May create the key file: only once everything else is known to be good.
+        let cipher = Cipher::from_settings(settings)?;
         let store = Store::open_and_migrate(&settings.database_url())?;
         let engine = Engine::new(store, hub, settings.clone(), cipher);
         for p in &mut checked {
@@ -343,6 +344,35 @@ impl Engine {
         }
         Ok((engine, checked))
     }
+}
+
+/// A connection's `webhooks:` is for a connector that sends them, and its `relevant`
+/// fields name entities the connection syncs.
+fn check_webhooks(
+    file: &str,
+    conn: &ConnectionConfig,
+    connector: &dyn Connector,
+    entities: &[Selected],
+) -> Result<()> {
+    let Some(w) = &conn.webhooks else {
+        return Ok(());
+    };
+    if connector.webhooks().is_none() {
+        return Err(input_error!(
+            "{file}: connection {:?}: field `webhooks`: connector {} sends no webhooks",
+            conn.name,
+            connector.name()
+        ));
+    }
+    for entity in w.relevant.keys() {
+        if !entities.iter().any(|s| s.entity.name() == entity) {
+            return Err(input_error!(
+                "{file}: connection {:?}: field `webhooks.relevant`: {entity:?} is not an entity this connection syncs",
+                conn.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The checks of [`Engine::prepare`], needing no database.
@@ -404,6 +434,7 @@ fn check_connection(
             mappings,
         });
     }
+    check_webhooks(&file, conn, connector.as_ref(), &entities)?;
     for p in conn.parameters.keys() {
         if !declared.contains(p) {
             return Err(input_error!(
