@@ -849,6 +849,10 @@ async fn bad_configuration_is_refused_before_anything_is_written() {
         ("runtime: { poll_millis: 0 }\n", "poll_millis"),
         ("runtime: { jitter_ratio: 7 }\n", "jitter_ratio"),
         ("runtime: { max_attempts: 0 }\n", "max_attempts"),
+        (
+            "runtime: { retry_base_seconds: 100, retry_cap_seconds: 10 }\n",
+            "retry_cap_seconds",
+        ),
         ("runtime: { listen: \"not an address\" }\n", "listen"),
         ("runtime: { listen: \"127.0.0.1:99999\" }\n", "listen"),
         (

@@ -40,7 +40,7 @@ pub struct Settings {
     pub sync: SyncSettings,
     #[serde(default)]
     pub paths: PathSettings,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ranged::runtime")]
     pub runtime: RuntimeSettings,
     /// Directory of the settings file; relative paths in it are resolved against this.
     #[serde(skip)]
@@ -231,14 +231,6 @@ impl Settings {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        if s.runtime.retry_cap_seconds < s.runtime.retry_base_seconds {
-            return Err(input_error!(
-                "{}: runtime.retry_cap_seconds ({}) must not be below runtime.retry_base_seconds ({})",
-                path.display(),
-                s.runtime.retry_cap_seconds,
-                s.runtime.retry_base_seconds
-            ));
-        }
         Ok(s)
     }
 
@@ -622,6 +614,19 @@ mod ranged {
             ))),
             v => Ok(v),
         }
+    }
+
+    /// The `runtime` section, whose retry cap must not be below its base (checked here, so
+    /// the error has the section's line).
+    pub fn runtime<'de, D: Deserializer<'de>>(d: D) -> Result<super::RuntimeSettings, D::Error> {
+        let r = super::RuntimeSettings::deserialize(d)?;
+        if r.retry_cap_seconds < r.retry_base_seconds {
+            return Err(D::Error::custom(format!(
+                "field `retry_cap_seconds` ({}) must not be below `retry_base_seconds` ({})",
+                r.retry_cap_seconds, r.retry_base_seconds
+            )));
+        }
+        Ok(r)
     }
 
     /// `sync_interval_seconds` of an organization, when given.
