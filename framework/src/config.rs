@@ -21,11 +21,35 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Parses YAML text that came from `path` (used in messages only).
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
-    // The error quotes the file's lines: a database URL's password must not be among them.
+    // The error quotes the file's lines: no password or secret may be among them.
     serde_saphyr::from_str(text).map_err(|e| {
-        let shown = crate::store::redact_text(&e.to_string());
+        let shown = crate::store::redact_text(&hide_secret_values(&e.to_string()));
         input_error!("{}: {}", path.display(), shown)
     })
+}
+
+/// Quoted lines of the file (`12 |   client_secret: …`) whose key names a secret, with a
+/// plain value hidden: a secret pasted into a file by mistake must not be repeated in the
+/// error that refuses it. (`{ env: … }` references are shown; they hold no secret.)
+fn hide_secret_values(text: &str) -> String {
+    const SECRET_WORDS: [&str; 4] = ["secret", "token", "password", "apikey"];
+    let hide = |line: &str| -> Option<String> {
+        let (gutter, quoted) = line.split_once(" | ")?;
+        let number = gutter.trim();
+        if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let (key, value) = quoted.split_once(':')?;
+        let key_lower = key.to_lowercase();
+        let secretish = SECRET_WORDS.iter().any(|w| key_lower.contains(w))
+            && !key_lower.trim_end().ends_with("_url");
+        let plain = !value.trim().is_empty() && !value.trim_start().starts_with('{');
+        (secretish && plain).then(|| format!("{gutter} | {key}: ***"))
+    };
+    text.lines()
+        .map(|line| hide(line).unwrap_or_else(|| line.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `settings.yml`: how this Ferry installation runs.
@@ -417,10 +441,32 @@ pub struct WebhookConfig {
 }
 
 /// Where a secret comes from. Only environment variables: secrets never live in files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Anything but `{ env: VARIABLE }` is refused without repeating the value (it may be the
+/// secret itself, pasted in by mistake).
+#[derive(Debug, Clone)]
 pub struct SecretRef {
     pub env: String,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Env {
+            env: String,
+        }
+        let v = serde_json::Value::deserialize(d)?;
+        let wrong = || {
+            serde::de::Error::custom(
+                "a secret must be `{ env: VARIABLE }`: secrets are read from the environment, never from files (the value given is not shown)",
+            )
+        };
+        if !v.is_object() {
+            return Err(wrong());
+        }
+        let Env { env } = serde_json::from_value(v).map_err(|_| wrong())?;
+        Ok(SecretRef { env })
+    }
 }
 
 /// Direction and conflict policy of one synced entity.
@@ -644,7 +690,8 @@ pub fn check_http_url(field: &str, value: &str) -> Result<()> {
     match ok {
         Some(_) => Ok(()),
         None => Err(input_error!(
-            "settings: field `{field}` must be an http(s) URL, not {value:?}"
+            "settings: field `{field}` must be an http(s) URL, not {:?}",
+            crate::store::redact_text(value)
         )),
     }
 }

@@ -80,6 +80,8 @@ pub fn run(settings: &Settings, cmd: ApiKeyCommand) -> Result<ExitCode> {
                 .collect();
             if as_json {
                 out!("{}", serde_json::to_string_pretty(&rows)?)?;
+            } else if rows.is_empty() {
+                note!("no API keys (ferry apikey create --org ORG --scope read|sync makes one)");
             } else {
                 for r in rows {
                     out!(

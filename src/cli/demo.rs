@@ -62,16 +62,16 @@ pub async fn sandbox(args: SandboxArgs) -> Result<ExitCode> {
     if args.no_limits {
         h.app.lift_limits();
     }
-    out!("{} sandbox listening on http://{}", args.connector, h.addr)?;
-    out!(
+    let _ = out!("{} sandbox listening on http://{}", args.connector, h.addr);
+    let _ = out!(
         "connection settings: {}",
         serde_json::to_string_pretty(&h.settings)?
-    )?;
-    out!("sandbox secrets (not real credentials):")?;
+    );
+    let _ = out!("sandbox secrets (not real credentials):");
     for (k, v) in &h.secrets {
-        out!("  {k} = {v}")?;
+        let _ = out!("  {k} = {v}");
     }
-    out!("press Ctrl-C to stop")?;
+    let _ = out!("press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -215,9 +215,17 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
         after.0 - before.0,
         after.1 - before.1
     )?;
+    // Settings for reading the demo's database with the other commands.
+    let demo_settings = db.with_file_name("demo-settings.yml");
+    std::fs::write(
+        &demo_settings,
+        "# Written by `ferry demo`: its database, for `ferry --settings <this file> ...`.\ndatabase: { url: demo.db }\n",
+    )
+    .with_context(|| format!("cannot write {}", demo_settings.display()))?;
     out!(
-        "\nThe demo database is {}; try `ferry idmaps --org demo` with --settings pointing at it.",
-        db.display()
+        "\nThe demo database is {}; try `ferry --settings {} idmaps --org demo`.",
+        db.display(),
+        demo_settings.display()
     )?;
     Ok(if r.iter().any(|r| r.has_errors()) {
         ExitCode::from(1)

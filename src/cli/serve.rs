@@ -84,11 +84,12 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| input_error!("cannot listen on {listen}: {e}"))?;
-    out!(
+    // A closed stdout must not stop a server (`ferry serve | head -0`).
+    let _ = out!(
         "ferry serve: listening on http://{} ({} connection(s); webhooks at /webhooks/<org>/<connection>)",
         listener.local_addr()?,
         rt.connections.len()
-    )?;
+    );
     let stop = shutdown_signal();
     let w = tokio::spawn(worker::run(rt.clone(), stop.clone()));
     let s = tokio::spawn(scheduler::run(rt.clone(), stop.clone()));
@@ -101,11 +102,11 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> Result<ExitCode> {
 pub async fn worker(settings: &Settings) -> Result<ExitCode> {
     let rt: Arc<Runtime> = Runtime::start(settings)?;
     let _lock = single_worker_lock(settings, &rt)?;
-    out!(
+    let _ = out!(
         "ferry worker: running jobs from {:?} ({} connection(s))",
         rt.store().backend,
         rt.connections.len()
-    )?;
+    );
     worker::run(rt, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -97,7 +97,8 @@ async fn run_one(rt: &Arc<Runtime>, owner: &str, job: Job, shutdown: watch::Rece
             loop {
                 tokio::time::sleep(every).await;
                 match rt.store().heartbeat(id, &owner, lease) {
-                    Ok(true) => {}
+                    // A worker busy with a long job is alive (`/healthz` asks).
+                    Ok(true) => rt.mark_worker_seen(),
                     Ok(false) => {
                         tracing::warn!(job = id, "lost the job's lease to another worker");
                         break;

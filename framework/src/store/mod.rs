@@ -311,11 +311,19 @@ pub fn redact(url: &str) -> String {
 fn password(url: &str) -> Option<&str> {
     let start = url.find("://")? + 3;
     let rest = &url[start..];
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..end];
+    let authority = &rest[..authority_end(rest)];
     let at = authority.rfind('@')?;
     let colon = authority[..at].find(':')?;
     Some(&authority[colon + 1..at]).filter(|p| !p.is_empty())
+}
+
+/// Where the authority of a URL (what follows `scheme://`) ends: at the first `/` or `?`
+/// after its last `@` (a password may hold an unescaped `/`), else at the first of them.
+fn authority_end(rest: &str) -> usize {
+    let from = rest.rfind('@').unwrap_or(0);
+    rest[from..]
+        .find(['/', '?'])
+        .map_or(rest.len(), |i| from + i)
 }
 
 /// `password=…` parameters replaced by `password=***`.
@@ -363,9 +371,10 @@ fn redact_urls(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
-        let end = rest
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+        let token = rest
+            .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
             .unwrap_or(rest.len());
+        let end = authority_end(&rest[..token]);
         let authority = &rest[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
@@ -499,5 +508,15 @@ mod tests {
         let libpq = "could not translate host name \"rit@127.0.0.1\" to address";
         assert!(!scrub(libpq, "postgres://u:sek@rit@127.0.0.1/db").contains("rit@"));
         assert_eq!(redact("relative/path.db"), "relative/path.db");
+        assert_eq!(
+            redact("postgres://u:hun/ter2@h:5432/x"),
+            "postgres://u:***@h:5432/x"
+        );
+        let said = "not \"ftp://admin:hunter2@h/api/\"";
+        assert!(
+            !redact_text(said).contains("hunter2"),
+            "{}",
+            redact_text(said)
+        );
     }
 }
