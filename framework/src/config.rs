@@ -190,8 +190,9 @@ pub struct RuntimeSettings {
     /// `ferry serve`: most connections open at once; more wait to be accepted (1–100000).
     #[serde(deserialize_with = "ranged::max_connections")]
     pub max_connections: usize,
-    /// `ferry serve`: a request's headers and body must arrive within this, and an idle
-    /// connection is closed after it (1–600 s).
+    /// `ferry serve`: a request's headers, then its whole body, must arrive within this; an
+    /// idle connection, and one whose client stops reading its answers, is closed after it
+    /// (1–600 s).
     #[serde(deserialize_with = "ranged::request_timeout_seconds")]
     pub request_timeout_seconds: u64,
 }
