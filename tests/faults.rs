@@ -654,11 +654,11 @@ async fn slow_clients_cannot_hold_the_server() {
     .await;
     let addr = s.base.trim_start_matches("http://").to_string();
     let mut idle = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..16 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
     // Bodies trickling in one byte at a time, each just inside a per-read timeout.
-    for _ in 0..20 {
+    for _ in 0..12 {
         let addr = addr.clone();
         tokio::spawn(async move {
             let Ok(mut c) = tokio::net::TcpStream::connect(&addr).await else {
@@ -687,7 +687,7 @@ async fn slow_clients_cannot_hold_the_server() {
             };
             let burst = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000);
             let _ = c.write_all(burst.as_bytes()).await;
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            tokio::time::sleep(Duration::from_secs(120)).await;
         });
     }
     let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -700,13 +700,14 @@ async fn slow_clients_cannot_hold_the_server() {
     let started = Instant::now();
     let health = reqwest::Client::new()
         .get(format!("{}/healthz", s.base))
-        .timeout(Duration::from_secs(40))
+        .timeout(Duration::from_secs(100))
         .send()
         .await
         .expect("the server answers while slow clients are connected");
     assert!(health.status().as_u16() == 200 || health.status().as_u16() == 503);
-    // 77 attackers through 8 slots of at most 1 s each: about 10 s, never unbounded.
-    assert!(started.elapsed() < Duration::from_secs(25));
+    // 37 attackers through 8 slots of at most 1 s each: about 5 s. The bound is loose for
+    // a loaded machine; without the limits the slow readers alone hold every slot 120 s.
+    assert!(started.elapsed() < Duration::from_secs(60));
     let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buf)).await;
     assert!(
