@@ -3,16 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{backends, connection, counts, engine, org, Opts};
+use common::{backends, connection, counts, engine, eventually, org, served, Opts};
 use ferry_connectors::blizwork::fake::{self, FakeBlizWork, PROCESS};
-use ferry_framework::config::Settings;
-use ferry_framework::runtime::{worker, Runtime};
 use ferry_framework::store::jobs::status;
 use ferry_framework::sync::SyncOptions;
 use serde_json::json;
-use tokio::sync::watch;
 
 #[tokio::test]
 async fn cases_sync_both_ways_and_unchanged_cases_cost_no_write() {
@@ -148,14 +143,9 @@ async fn an_extension_webhook_is_confirmed_by_handshake_and_syncs_only_its_case(
         let one = bw.add_case(PROCESS, json!({"company_name": "One AS"}));
         let two = bw.add_case(PROCESS, json!({"company_name": "Two AS"}));
         let addr = bw.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let ws = workspace(&db, addr);
-        let settings = Settings::load(&ws.path().join("settings.yml")).unwrap();
-        let rt = Runtime::start(&settings).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, rx) = watch::channel(false);
-        tokio::spawn(ferry_framework::server::serve(rt.clone(), listener, rx));
-        tokio::spawn(worker::run(rt.clone(), stop.subscribe()));
+        let s = served(workspace(&db, addr)).await;
+        s.start_worker();
+        let (rt, base) = (&s.rt, &s.base);
         let http = reqwest::Client::new();
         for org in ["docs", "library"] {
             let url = format!("{base}/webhooks/{org}/blizwork");
@@ -187,19 +177,13 @@ async fn an_extension_webhook_is_confirmed_by_handshake_and_syncs_only_its_case(
             let job = job["job"].as_i64().unwrap();
             // The handshake token is single-use: a replay is refused.
             assert_eq!(status_of(&call).await, 401);
-            let start = Instant::now();
-            while rt
-                .store()
-                .job(job)
-                .unwrap()
-                .is_none_or(|j| j.status != status::DONE)
-            {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "the job never ran"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            eventually(30, "the job to run", || {
+                rt.store()
+                    .job(job)
+                    .unwrap()
+                    .is_some_and(|j| j.status == status::DONE)
+            })
+            .await;
             assert_eq!(bw.calls("process/case-list"), lists, "no listing");
             assert_eq!(bw.calls("process/case"), gets + 1, "one case read");
             let hub = rt.store().hub_list(p.org_id, "Organization", 10).unwrap();
@@ -208,6 +192,6 @@ async fn an_extension_webhook_is_confirmed_by_handshake_and_syncs_only_its_case(
             assert_eq!(hub[0].data["industry"], "Fishing");
             assert_eq!(events().len(), 1);
         }
-        let _ = stop.send(true);
+        let _ = s.stop.send(true);
     }
 }

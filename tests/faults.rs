@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::{eventually, Served};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -16,13 +17,11 @@ use std::time::{Duration, Instant};
 
 use ferry_connectors::superoffice::fake::{self as so_fake, Failure, FakeSuperOffice, Target};
 use ferry_connectors::workflowmax::fake::{self as wfm_fake, FakeWorkflowMax};
-use ferry_framework::config::Settings;
-use ferry_framework::runtime::{worker, Runtime};
+use ferry_framework::runtime::worker;
 use ferry_framework::store::jobs::status;
 use ferry_framework::store::Store;
 use ferry_framework::webhook::hmac_sha256_base64;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const HOOK_SECRET: &str = "fault-suite-webhook-secret";
@@ -318,40 +317,9 @@ fn backend(db: &str) -> &'static str {
     }
 }
 
-/// `ferry serve` in this process (server and, when asked, a worker).
-struct Served {
-    rt: Arc<Runtime>,
-    base: String,
-    stop: watch::Sender<bool>,
-    _ws: tempfile::TempDir,
-}
-
 async fn served(db: &str, apps: &Apps, settings: &str) -> Served {
     set_env();
-    let ws = workspace(db, apps, settings);
-    let settings = Settings::load(&ws.path().join("settings.yml")).unwrap();
-    let rt = Runtime::start(&settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(ferry_framework::server::serve(rt.clone(), listener, rx));
-    Served {
-        rt,
-        base,
-        stop,
-        _ws: ws,
-    }
-}
-
-async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::served(workspace(db, apps, settings)).await
 }
 
 fn so_event(id: &str, key: i64) -> String {

@@ -1774,6 +1774,13 @@ async fn lost_update_then_user_edit_same_field() {
 /// the refused update tried to send, newest of all: the user's edit must stand.
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_then_refused_update_then_user_sets_refused_value() {
+    refused_update_then_user_sets_refused_value_after(true).await;
+}
+
+/// 2b and 2d: the hub sets `Y`, which A refuses (400, twice); the hub moves on to `Z`; a user
+/// in A then sets `Y`, newest of all, and it must stand everywhere. With `lost_first`, an
+/// update of `X` that A stored but whose answer was lost comes before.
+async fn refused_update_then_user_sets_refused_value_after(lost_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     for db in backends(dir.path()) {
         let o = setup(&db, Setup::tenants(2)).await;
@@ -1782,16 +1789,21 @@ async fn lost_then_refused_update_then_user_sets_refused_value() {
         o.sync().await;
         let idb = b_contact_id(&o, "Echo AS");
         let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
-        set_hub(&o, &uid, "department", json!("X"));
-        a.fail_next(Target::Update, Failure::AfterCommit);
-        a.fail_next(Target::Update, Failure::AfterCommit);
-        run_a(&o).await;
-        assert_eq!(a.contact(ida).unwrap()["Department"], "X");
+        let before = if lost_first {
+            set_hub(&o, &uid, "department", json!("X"));
+            a.fail_next(Target::Update, Failure::AfterCommit);
+            a.fail_next(Target::Update, Failure::AfterCommit);
+            run_a(&o).await;
+            assert_eq!(a.contact(ida).unwrap()["Department"], "X");
+            "X"
+        } else {
+            ""
+        };
         set_hub(&o, &uid, "department", json!("Y"));
         a.fail_next(Target::Update, Failure::Status(400));
         a.fail_next(Target::Update, Failure::Status(400));
         run_a(&o).await;
-        assert_eq!(a.contact(ida).unwrap()["Department"], "X", "refused");
+        assert_eq!(a.contact(ida).unwrap()["Department"], before, "refused");
         std::thread::sleep(std::time::Duration::from_millis(1100));
         set_hub(&o, &uid, "department", json!("Z"));
         a.set_clock(Some(Utc::now() + Duration::seconds(60)));
@@ -2089,36 +2101,7 @@ async fn hub_wins_conflict_push_fails_then_other_field_edit() {
 /// value, newest of all.
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_update_then_user_sets_refused_value() {
-    let dir = tempfile::tempdir().unwrap();
-    for db in backends(dir.path()) {
-        let o = setup(&db, Setup::tenants(2)).await;
-        let (a, b) = (&o.so[0], &o.so[1]);
-        let ida = a.add_contact("Echo AS", "", "");
-        o.sync().await;
-        let idb = b_contact_id(&o, "Echo AS");
-        let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
-        set_hub(&o, &uid, "department", json!("Y"));
-        a.fail_next(Target::Update, Failure::Status(400));
-        a.fail_next(Target::Update, Failure::Status(400));
-        run_a(&o).await;
-        assert_eq!(a.contact(ida).unwrap()["Department"], "", "refused");
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        set_hub(&o, &uid, "department", json!("Z"));
-        a.set_clock(Some(Utc::now() + Duration::seconds(60)));
-        a.edit("Contact", ida, json!({"Department": "Y"}));
-        o.sync().await;
-        o.sync().await;
-        let tag = &*db;
-        let h = o.engine.store.hub_get(o.org_id(), &uid).unwrap().unwrap();
-        assert_eq!(
-            text(&h.data, "department"),
-            "Y",
-            "{tag}: the user's newest edit was reverted"
-        );
-        assert_eq!(a.contact(ida).unwrap()["Department"], "Y", "{tag}");
-        assert_eq!(b.contact(idb).unwrap()["Department"], "Y", "{tag}");
-        idle(&o).await;
-    }
+    refused_update_then_user_sets_refused_value_after(false).await;
 }
 
 /// 1c. A first-time match whose application record is edited during the listing (so it is

@@ -4,19 +4,18 @@
 
 mod common;
 
+use common::{eventually, Served};
 use std::path::Path;
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_connectors::superoffice::fake::{self, Failure, FakeSuperOffice, Target};
-use ferry_framework::runtime::{worker, Runtime, SyncJob, SYNC};
+use ferry_framework::runtime::{SyncJob, SYNC};
 use ferry_framework::store::jobs::{status, NewJob};
 use ferry_framework::store::orgs::now;
 use ferry_framework::store::Store;
 use ferry_framework::webhook::hmac_sha256_base64;
 use serde_json::json;
-use tokio::sync::watch;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const WEBHOOK_SECRET: &str = "so-webhook-secret";
@@ -112,18 +111,6 @@ fn enqueue(store: &Store, org: &str) -> i64 {
         })
         .unwrap()
         .unwrap()
-}
-
-/// Waits up to `secs` for `cond`, polling.
-async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn seeded_fake() -> (FakeSuperOffice, std::net::SocketAddr) {
@@ -256,38 +243,12 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_without_duplicates() {
     }
 }
 
-/// An in-process `ferry serve` without its scheduler: the server, and a worker started
-/// when the test wants jobs to run.
-struct Served {
-    rt: Arc<Runtime>,
-    base: String,
-    stop: watch::Sender<bool>,
-    _ws: tempfile::TempDir,
-}
-
 async fn served(db: &str, orgs: &[(String, std::net::SocketAddr, Hook)]) -> Served {
     set_env();
-    let ws = workspace(db, orgs);
-    let settings =
-        ferry_framework::config::Settings::load(&ws.path().join("settings.yml")).unwrap();
-    let rt = Runtime::start(&settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(ferry_framework::server::serve(rt.clone(), listener, rx));
-    Served {
-        rt,
-        base,
-        stop,
-        _ws: ws,
-    }
+    common::served(workspace(db, orgs)).await
 }
 
 impl Served {
-    fn start_worker(&self) {
-        tokio::spawn(worker::run(self.rt.clone(), self.stop.subscribe()));
-    }
-
     async fn sync_now(&self, org: &str) {
         let p = self.rt.find(org, "superoffice").unwrap();
         let r = self

@@ -14,9 +14,12 @@ use crate::input_error;
 
 /// Reads a YAML file into `T`; parse errors name the file, line and column.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| input_error!("{}: cannot read: {e}", path.display()))?;
-    parse_yaml(path, &text)
+    parse_yaml(path, &read_config(path)?)
+}
+
+/// A config file's text; an error names the file.
+fn read_config(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| input_error!("{}: cannot read: {e}", path.display()))
 }
 
 /// Parses YAML text that came from `path` (used in messages only).
@@ -238,8 +241,7 @@ impl Default for PathSettings {
 impl Settings {
     /// Loads `settings.yml`; a missing file is an error because paths are relative to it.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| input_error!("{}: cannot read: {e}", path.display()))?;
+        let text = read_config(path)?;
         if text.lines().all(|l| {
             let l = l.trim();
             l.is_empty() || l.starts_with('#') || l == "---"
@@ -306,8 +308,7 @@ impl Settings {
         files.sort();
         let mut orgs = Vec::new();
         for f in files {
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| input_error!("{}: cannot read: {e}", f.display()))?;
+            let text = read_config(&f)?;
             let mut org: OrgConfig = parse_yaml(&f, &text)?;
             let lines: ConnectionLines = parse_yaml(&f, &text)?;
             for (c, at) in org.connections.iter_mut().zip(lines.connections) {

@@ -5,9 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use std::os::unix::fs::OpenOptionsExt as _;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use ferry_framework::config::Settings;
 use ferry_framework::input_error;
@@ -57,13 +55,7 @@ fn single_worker_lock(settings: &Settings, rt: &Runtime) -> Result<Option<std::f
         return Ok(None);
     }
     let path = format!("{}.worker.lock", settings.database_url());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open {path}"))?;
+    let file = ferry_framework::store::open_lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(_) => Err(input_error!(

@@ -336,3 +336,44 @@ impl Hub for Hubbed {
         self.wfm_conn.org_id
     }
 }
+
+/// An in-process `ferry serve` without its scheduler: the runtime of a Ferry installation
+/// in `ws` (a folder with `settings.yml` and its config), its server on a loopback port, and
+/// a worker started when the test wants jobs to run.
+pub struct Served {
+    pub rt: std::sync::Arc<ferry_framework::runtime::Runtime>,
+    pub base: String,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub ws: tempfile::TempDir,
+}
+
+pub async fn served(ws: tempfile::TempDir) -> Served {
+    let settings = Settings::load(&ws.path().join("settings.yml")).unwrap();
+    let rt = ferry_framework::runtime::Runtime::start(&settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(ferry_framework::server::serve(rt.clone(), listener, rx));
+    Served { rt, base, stop, ws }
+}
+
+impl Served {
+    pub fn start_worker(&self) {
+        tokio::spawn(ferry_framework::runtime::worker::run(
+            self.rt.clone(),
+            self.stop.subscribe(),
+        ));
+    }
+}
+
+/// Waits up to `secs` for `cond`, polling every 100 ms.
+pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -147,9 +147,18 @@ impl<T> WriteDeadline<T> {
         }
     }
 
-    /// A write that cannot go on: pending until `limit` has passed since it first could
-    /// not, then an error.
-    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+    /// What a write or flush of the connection gave, with the deadline applied: one that
+    /// moved stops the count; one pending starts it (or goes on), and once `limit` has
+    /// passed without a move it is an error.
+    fn guard<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
         let limit = self.limit;
         let sleep = self
             .stalled
@@ -161,11 +170,6 @@ impl<T> WriteDeadline<T> {
             ))),
             Poll::Pending => Poll::Pending,
         }
-    }
-
-    fn progressed<R>(&mut self, ready: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
-        self.stalled = None;
-        ready
     }
 }
 
@@ -185,22 +189,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        match std::pin::Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Pending => this.stall(cx),
-            ready => this.progressed(ready),
-        }
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.guard(cx, polled)
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        match std::pin::Pin::new(&mut this.io).poll_flush(cx) {
-            Poll::Pending => this.stall(cx),
-            ready => this.progressed(ready),
-        }
+        let polled = std::pin::Pin::new(&mut self.io).poll_flush(cx);
+        self.guard(cx, polled)
     }
 
     fn poll_shutdown(

@@ -241,16 +241,23 @@ impl Store {
             return Ok(None);
         }
         let path = format!("{}.migrate.lock", self.url);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot open {path}"))?;
+        let file = open_lock_file(&path)?;
         file.lock().with_context(|| format!("cannot lock {path}"))?;
         Ok(Some(file))
     }
+}
+
+/// Opens (creating, mode 0600) a lock file beside a SQLite database, for the caller to
+/// lock: migrations take turns on one, and the one worker process of a SQLite database
+/// holds another.
+pub fn open_lock_file(path: &str) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open {path}"))
 }
 
 /// Switches a SQLite database to WAL, a property of the file: set once here, not racing on

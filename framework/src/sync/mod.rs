@@ -313,17 +313,6 @@ impl Engine {
         Ok(Engine::start(settings, std::iter::empty())?.0)
     }
 
-    /// Everything [`Engine::prepare`] checks, with nothing written (ids are 0 until
-    /// registered). `secrets` overrides the environment (the demo passes its sandbox's).
-    fn check(
-        &self,
-        org: &OrgConfig,
-        conn: &ConnectionConfig,
-        secrets: Option<BTreeMap<String, String>>,
-    ) -> Result<Prepared> {
-        check_connection(&self.settings, &self.hub, org, conn, secrets)
-    }
-
     /// Opens an engine for `connections` ([`Engine::from_settings`]), every one checked
     /// before the database is even opened: a mistake in the last file writes nothing.
     pub fn start<'a>(
@@ -375,7 +364,9 @@ fn check_webhooks(
     Ok(())
 }
 
-/// The checks of [`Engine::prepare`], needing no database.
+/// The checks of [`Engine::prepare`], needing no database: a [`Prepared`] whose ids are 0
+/// until it is registered. `secrets` overrides the environment (the demo passes its
+/// sandbox's).
 fn check_connection(
     settings: &Settings,
     hub: &HubModel,
@@ -463,7 +454,7 @@ impl Engine {
         conn: &ConnectionConfig,
         secrets: Option<BTreeMap<String, String>>,
     ) -> Result<Prepared> {
-        let mut p = self.check(org, conn, secrets)?;
+        let mut p = check_connection(&self.settings, &self.hub, org, conn, secrets)?;
         self.register(&mut p)?;
         Ok(p)
     }
