@@ -16,6 +16,8 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod webhook;
 
 pub use error::InputError;

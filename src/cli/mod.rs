@@ -22,6 +22,7 @@ macro_rules! note {
 mod apikey;
 mod bench;
 mod bench_writes;
+mod conformance;
 mod demo;
 mod serve;
 mod show;
@@ -87,6 +88,9 @@ pub enum Command {
         #[command(subcommand)]
         command: apikey::ApiKeyCommand,
     },
+    /// Run the conformance kit against a connector's sandbox: the standard hard cases,
+    /// pass | fail | not applicable | waiting. Exits 1 when a case fails.
+    Conformance(conformance::ConformanceArgs),
     /// Measure sync throughput, API calls and memory against the floor (fake WorkflowMax).
     Bench(bench::BenchArgs),
     /// Queued, running, done and dead jobs, newest first.
@@ -154,6 +158,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::demo(&cli.settings, args).await,
         Command::Bench(args) => bench::bench(&cli.settings, args).await,
         Command::Sandbox(args) => demo::sandbox(args).await,
+        Command::Conformance(args) => conformance::conformance(&cli.settings, args).await,
         command => {
             let settings = Settings::load(&cli.settings)?;
             match command {

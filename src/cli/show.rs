@@ -14,7 +14,7 @@ use ferry_framework::store::Store;
 use ferry_framework::sync::EntityReport;
 use serde_json::json;
 
-fn table(header: Vec<&str>) -> comfy_table::Table {
+pub(super) fn table(header: Vec<&str>) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(header);

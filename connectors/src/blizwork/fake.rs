@@ -4,17 +4,21 @@
 //! case), `process/case-list` and `process/case`, and extension webhooks with one-time
 //! handshake tokens confirmed by `utils/validatecall` in both documented forms.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use ferry_framework::sandbox::{Sandbox, SandboxApp, SandboxHandle};
+use ferry_framework::sandbox::{
+    answer_stored, AppUser, CallKinds, ErrorBody, FakeControl, Fault, Sandbox, SandboxApp,
+    SandboxHandle, Target, Variant,
+};
 use serde_json::{json, Map, Value};
 
 pub const API_TOKEN: &str = "sandbox0blizwork0api0token0000000";
@@ -41,13 +45,31 @@ struct Process {
 struct Inner {
     processes: BTreeMap<String, Process>,
     handshakes: HashSet<String>,
-    calls: HashMap<String, u64>,
+    /// The variant where case summaries and cases carry no top-level `updatedOn`.
+    no_updated_on: bool,
 }
 
 /// Handle on the fake's state, shared with its server.
 #[derive(Clone, Default)]
 pub struct FakeBlizWork {
     inner: Arc<Mutex<Inner>>,
+    control: Arc<FakeControl>,
+}
+
+/// BlizWork's envelope, for the shared faults.
+struct BwErrors;
+
+impl ErrorBody for BwErrors {
+    fn status(&self, status: StatusCode, message: &str) -> Response {
+        let mut r = envelope(99, message, json!({}));
+        *r.status_mut() = status;
+        r
+    }
+
+    /// BlizWork reports errors as HTTP 200 with a non-zero `resultCode` (BW-D).
+    fn envelope(&self, message: &str) -> Response {
+        envelope(9, message, json!({}))
+    }
 }
 
 fn envelope(code: i64, message: &str, extra: Value) -> Response {
@@ -58,12 +80,17 @@ fn envelope(code: i64, message: &str, extra: Value) -> Response {
     Json(v).into_response()
 }
 
-fn case_doc(process: &str, n: i64, c: &Case) -> Value {
-    json!({
+fn case_doc(process: &str, n: i64, c: &Case, with_updated_on: bool) -> Value {
+    let mut doc = json!({
         "companyId": COMPANY_ID, "environment": c.environment, "processSlug": process,
-        "processVersion": 1, "caseNumber": n, "fields": c.fields,
-        "updatedOn": c.updated_on.to_rfc3339(), "history": c.history,
-    })
+        "processVersion": 1, "caseNumber": n, "fields": c.fields, "history": c.history,
+    });
+    // Unverified (contract-findings §3, "change detection"): the library shows `updatedOn`
+    // only inside `history[]`; the fake offers the top-level one and its absence.
+    if with_updated_on {
+        doc["updatedOn"] = json!(c.updated_on.to_rfc3339());
+    }
+    doc
 }
 
 impl FakeBlizWork {
@@ -139,7 +166,7 @@ impl FakeBlizWork {
             Case {
                 fields: fields.as_object().cloned().unwrap_or_default(),
                 environment: "production".into(),
-                updated_on: Utc::now(),
+                updated_on: self.control.now(),
                 history: Vec::new(),
             },
         );
@@ -159,7 +186,7 @@ impl FakeBlizWork {
         if let Value::Object(f) = fields {
             c.fields.extend(f);
         }
-        c.updated_on = Utc::now();
+        c.updated_on = self.control.now();
         true
     }
 
@@ -169,7 +196,7 @@ impl FakeBlizWork {
             .get(process)?
             .cases
             .get(&n)
-            .map(|c| case_doc(process, n, c))
+            .map(|c| case_doc(process, n, c, true))
     }
 
     pub fn cases(&self, process: &str) -> Vec<Value> {
@@ -179,7 +206,7 @@ impl FakeBlizWork {
             .map(|p| {
                 p.cases
                     .iter()
-                    .map(|(n, c)| case_doc(process, *n, c))
+                    .map(|(n, c)| case_doc(process, *n, c, true))
                     .collect()
             })
             .unwrap_or_default()
@@ -188,7 +215,12 @@ impl FakeBlizWork {
     /// Calls by operation (`init`, `exec`, `process/case-list`, `process/case`,
     /// `validatecall`).
     pub fn calls(&self, op: &str) -> u64 {
-        self.lock().calls.get(op).copied().unwrap_or(0)
+        self.control.calls(op)
+    }
+
+    /// Serves `fault` for the next request `target` matches (`Target::Kind("exec")`...).
+    pub fn fail_next(&self, target: Target, fault: Fault) {
+        self.control.fail_next(target, fault);
     }
 
     /// `init` plus `exec`: the writes.
@@ -214,11 +246,30 @@ async fn api(
     token: String,
     Json(body): Json<Value>,
 ) -> Response {
-    let mut g = fake.lock();
-    *g.calls.entry(op.clone()).or_default() += 1;
+    if op == "process/case-list" {
+        fake.control.list_request();
+    } else {
+        fake.control.count(&op);
+    }
     if token != API_TOKEN {
         return envelope(1, "Invalid or expired API token", json!({}));
     }
+    let after = match fake.control.serve_fault(&op, "", &BwErrors).await {
+        Ok(after) => after,
+        Err(r) => return r,
+    };
+    let (answer, extra) = match run_op(&fake, &op, &body) {
+        Ok(answer) => answer,
+        Err(refusal) => return refusal,
+    };
+    answer_stored(after, extra, &BwErrors, |extra| envelope(0, answer, extra)).await
+}
+
+/// Performs one operation; `Ok` is the success message and the envelope's other members.
+fn run_op(fake: &FakeBlizWork, op: &str, body: &Value) -> Result<(&'static str, Value), Response> {
+    let now = fake.control.now();
+    let mut g = fake.lock();
+    let with_updated_on = !g.no_updated_on;
     let text = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)
@@ -226,7 +277,7 @@ async fn api(
             .to_string()
     };
     if text("userId").is_empty() {
-        return envelope(2, "userId is required", json!({}));
+        return Err(envelope(2, "userId is required", json!({})));
     }
     let process_id = if op == "init" || op == "exec" {
         text("workflowId")
@@ -234,13 +285,21 @@ async fn api(
         text("processId")
     };
     if (op == "init" || op == "exec") && text("companyId") != COMPANY_ID {
-        return envelope(2, "The user has no permission in this company", json!({}));
+        return Err(envelope(
+            2,
+            "The user has no permission in this company",
+            json!({}),
+        ));
     }
     let Some(p) = g.processes.get_mut(&process_id) else {
-        return envelope(3, &format!("Process {process_id:?} not found"), json!({}));
+        return Err(envelope(
+            3,
+            &format!("Process {process_id:?} not found"),
+            json!({}),
+        ));
     };
     let number = body.get("caseNumber").and_then(Value::as_i64);
-    match op.as_str() {
+    match op {
         "init" => {
             p.next += 1;
             let n = p.next;
@@ -253,24 +312,24 @@ async fn api(
                         .and_then(Value::as_str)
                         .unwrap_or("production")
                         .into(),
-                    updated_on: Utc::now(),
+                    updated_on: now,
                     history: Vec::new(),
                 },
             );
-            envelope(0, "Case started", json!({"caseNumber": n}))
+            Ok(("Case started", json!({"caseNumber": n})))
         }
         "exec" => {
             let form = text("formId");
             if !p.forms.contains(&form) {
-                return envelope(
+                return Err(envelope(
                     4,
                     &format!("Form {form:?} is not an activity of {process_id}"),
                     json!({}),
-                );
+                ));
             }
             let forms = p.forms.clone();
             let Some(c) = number.and_then(|n| p.cases.get_mut(&n)) else {
-                return envelope(3, "Case not found", json!({}));
+                return Err(envelope(3, "Case not found", json!({})));
             };
             if let Some(Value::Object(data)) = body.get("formData") {
                 for (k, v) in data {
@@ -281,32 +340,41 @@ async fn api(
                 .get("nextFormId")
                 .and_then(Value::as_str)
                 .filter(|f| forms.contains(&f.to_string()));
-            c.updated_on = Utc::now();
+            c.updated_on = now;
             c.history.push(json!({
                 "updatedBy": text("userId"), "updatedOn": c.updated_on.to_rfc3339(),
                 "currentActivity": {"formId": form}, "nextActivity": {"formId": next.unwrap_or(&form)},
             }));
-            envelope(0, "Activity executed", json!({}))
+            Ok(("Activity executed", json!({})))
         }
         "process/case-list" => {
             let list: Vec<Value> = p
                 .cases
                 .iter()
-                .map(|(n, c)| json!({"caseNumber": n, "updatedOn": c.updated_on.to_rfc3339(), "environment": c.environment}))
+                .map(|(n, c)| {
+                    let mut row = json!({"caseNumber": n, "environment": c.environment});
+                    if with_updated_on {
+                        row["updatedOn"] = json!(c.updated_on.to_rfc3339());
+                    }
+                    row
+                })
                 .collect();
-            envelope(0, "OK", json!({"payload": list}))
+            Ok(("OK", json!({"payload": list})))
         }
         "process/case" => match number.and_then(|n| p.cases.get(&n).map(|c| (n, c))) {
-            Some((n, c)) => envelope(0, "OK", json!({"payload": case_doc(&process_id, n, c)})),
-            None => envelope(3, "Case not found", json!({})),
+            Some((n, c)) => {
+                let doc = case_doc(&process_id, n, c, with_updated_on);
+                Ok(("OK", json!({ "payload": doc })))
+            }
+            None => Err(envelope(3, "Case not found", json!({}))),
         },
-        _ => envelope(9, "Unknown operation", json!({})),
+        _ => Err(envelope(9, "Unknown operation", json!({}))),
     }
 }
 
 fn consume(fake: &FakeBlizWork, handshake: &str, token: &str) -> Response {
+    fake.control.count("validatecall");
     let mut g = fake.lock();
-    *g.calls.entry("validatecall".into()).or_default() += 1;
     if token != API_TOKEN {
         return envelope(2, "Invalid API token", json!({}));
     }
@@ -384,5 +452,111 @@ impl SandboxApp for FakeBlizWork {
 
     fn write_calls(&self) -> u64 {
         self.writes()
+    }
+
+    fn control(&self) -> &FakeControl {
+        &self.control
+    }
+
+    fn user(&self) -> Option<&dyn AppUser> {
+        Some(self)
+    }
+}
+
+const NO_UPDATED_ON: &str = "no-top-level-updatedOn";
+
+/// The conformance kit's user: cases of the sales process (hub Organizations).
+impl AppUser for FakeBlizWork {
+    fn entity(&self) -> &'static str {
+        PROCESS
+    }
+
+    fn call_kinds(&self) -> CallKinds {
+        CallKinds {
+            list: "process/case-list",
+            reads: &["process/case"],
+            create: "init",
+            writes: &["init", "exec"],
+        }
+    }
+
+    fn create(&self, name: &str) -> String {
+        self.add_case(PROCESS, json!({ "company_name": name }))
+            .to_string()
+    }
+
+    fn rename(&self, id: &str, name: &str) -> bool {
+        let n = id.parse().unwrap_or(-1);
+        self.edit_case(PROCESS, n, json!({ "company_name": name }))
+    }
+
+    fn delete(&self, id: &str) -> bool {
+        let n: i64 = id.parse().unwrap_or(-1);
+        let mut g = self.lock();
+        g.processes
+            .get_mut(PROCESS)
+            .is_some_and(|p| p.cases.remove(&n).is_some())
+    }
+
+    fn names(&self) -> Vec<(String, String)> {
+        self.cases(PROCESS)
+            .iter()
+            .map(|c| {
+                let name = c["fields"]["company_name"].as_str().unwrap_or_default();
+                (c["caseNumber"].to_string(), name.to_string())
+            })
+            .collect()
+    }
+
+    /// Fields of the case no mapping names.
+    fn add_unmapped(&self, id: &str) -> bool {
+        let n = id.parse().unwrap_or(-1);
+        self.edit_case(
+            PROCESS,
+            n,
+            json!({"budget": 125000, "notes": "Met at the fair; call back in May"}),
+        )
+    }
+
+    fn unmapped_intact(&self, id: &str) -> Result<(), String> {
+        let c = self
+            .case(PROCESS, id.parse().unwrap_or(-1))
+            .ok_or("the case is gone")?;
+        let f = &c["fields"];
+        if f["budget"] != json!(125000) || f["notes"] != json!("Met at the fair; call back in May")
+        {
+            return Err(format!("the unmapped fields are now {f}"));
+        }
+        Ok(())
+    }
+
+    /// Fields that are not an object.
+    fn corrupt(&self, id: &str) -> bool {
+        let n: i64 = id.parse().unwrap_or(-1);
+        let mut g = self.lock();
+        let Some(c) = g
+            .processes
+            .get_mut(PROCESS)
+            .and_then(|p| p.cases.get_mut(&n))
+        else {
+            return false;
+        };
+        c.fields
+            .insert("company_name".into(), json!(["not", "a", "name"]));
+        true
+    }
+
+    fn variants(&self) -> Vec<Variant> {
+        vec![Variant {
+            name: NO_UPDATED_ON,
+            about: "case summaries and cases carry no top-level updatedOn, only history[] \
+                    (unverifiable: contract-findings §3, change detection)",
+        }]
+    }
+
+    fn set_variant(&self, name: &str) -> bool {
+        let known = name == NO_UPDATED_ON;
+        self.lock().no_updated_on = known;
+        known
     }
 }

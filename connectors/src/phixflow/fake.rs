@@ -15,7 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_framework::sandbox::{Sandbox, SandboxApp, SandboxHandle};
+use ferry_framework::sandbox::{
+    answer_stored, AfterStore, AppUser, CallKinds, ErrorBody, FakeControl, Fault, Sandbox,
+    SandboxApp, SandboxHandle, Target,
+};
 use serde_json::{json, Value};
 
 use super::client::FERRY_ID;
@@ -23,6 +26,8 @@ use super::Mode;
 
 pub const API_KEY: &str = "sandbox-phixflow-api-key";
 pub const APPLICATION: &str = "Ferry";
+/// The actionflow the sandbox's organizations go to.
+pub const ORGANIZATION_FLOW: &str = "Sync Organizations";
 
 #[derive(Default)]
 struct Flow {
@@ -39,7 +44,6 @@ struct Process {
 struct Inner {
     flows: HashMap<String, Flow>,
     processes: HashMap<String, Process>,
-    calls: HashMap<String, u64>,
     next: u64,
 }
 
@@ -47,6 +51,16 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct FakePhixFlow {
     inner: Arc<Mutex<Inner>>,
+    control: Arc<FakeControl>,
+}
+
+/// PhixFlow's result JSON, for the shared faults.
+struct PfErrors;
+
+impl ErrorBody for PfErrors {
+    fn status(&self, status: StatusCode, message: &str) -> Response {
+        (status, Json(result("Fail", message))).into_response()
+    }
 }
 
 impl FakePhixFlow {
@@ -107,7 +121,12 @@ impl FakePhixFlow {
 
     /// Calls by kind: `trigger`, `status`.
     pub fn calls(&self, kind: &str) -> u64 {
-        self.lock().calls.get(kind).copied().unwrap_or(0)
+        self.control.calls(kind)
+    }
+
+    /// Serves `fault` for the next request `target` matches (`Target::Kind("trigger")`).
+    pub fn fail_next(&self, target: Target, fault: Fault) {
+        self.control.fail_next(target, fault);
     }
 }
 
@@ -130,19 +149,26 @@ async fn trigger(
     flow: String,
     body: axum::body::Bytes,
 ) -> Response {
-    let mut g = fake.lock();
-    if let Some(refusal) = refused(&mut g, &headers, "trigger") {
-        return refusal;
-    }
-    let record: Value = match serde_json::from_slice(&body) {
+    let after = match gate(&fake, &headers, "trigger").await {
+        Ok(after) => after,
+        Err(refusal) => return refusal,
+    };
+    let (status, answer) = match store(&fake, &flow, &body) {
+        Ok(answer) => answer,
+        Err(refusal) => return refusal,
+    };
+    answer_stored(after, answer, &PfErrors, |v| {
+        (status, Json(v)).into_response()
+    })
+    .await
+}
+
+/// Runs the actionflow on one record: stores it unless the flow fails it; answers as the
+/// flow's mode says (the result, or a process to poll).
+fn store(fake: &FakePhixFlow, flow: &str, body: &[u8]) -> Result<(StatusCode, Value), Response> {
+    let record: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(result("Fail", "The body must be a JSON object")),
-            )
-                .into_response()
-        }
+        _ => return Err(PfErrors.status(StatusCode::BAD_REQUEST, "The body must be a JSON object")),
     };
     let outcome = if holds_fail(&record) {
         Err(format!(
@@ -152,47 +178,43 @@ async fn trigger(
     } else {
         Ok(())
     };
-    let f = g.flows.entry(flow.clone()).or_default();
+    let mut g = fake.lock();
+    let f = g.flows.entry(flow.to_string()).or_default();
     let mode = f.mode;
     if outcome.is_ok() {
         let id = record[FERRY_ID].as_str().unwrap_or("").to_string();
         f.records.insert(id, record);
     }
-    match mode {
+    Ok(match mode {
         Mode::Wait => match outcome {
-            Ok(()) => Json(result("Success", "1 record processed")).into_response(),
-            Err(m) => Json(result("Fail", &m)).into_response(),
+            Ok(()) => (StatusCode::OK, result("Success", "1 record processed")),
+            Err(m) => (StatusCode::OK, result("Fail", &m)),
         },
         Mode::Poll => {
             g.next += 1;
             let id = format!("proc-{}", g.next);
-            g.processes.insert(
-                id.clone(),
-                Process {
-                    ready_at: Instant::now() + Duration::from_millis(120),
-                    outcome,
-                },
-            );
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"status": "Running", "processId": id})),
-            )
-                .into_response()
+            let ready_at = Instant::now() + Duration::from_millis(120);
+            g.processes
+                .insert(id.clone(), Process { ready_at, outcome });
+            let answer = json!({"status": "Running", "processId": id});
+            (StatusCode::ACCEPTED, answer)
         }
-    }
+    })
 }
 
-/// Counts the call; PhixFlow's refusal when it comes without the API key.
-fn refused(g: &mut Inner, headers: &HeaderMap, call: &str) -> Option<Response> {
-    *g.calls.entry(call.into()).or_default() += 1;
+/// Counts the call; PhixFlow's refusal when it comes without the API key, or an injected
+/// fault.
+async fn gate(
+    fake: &FakePhixFlow,
+    headers: &HeaderMap,
+    call: &str,
+) -> Result<Option<AfterStore>, Response> {
+    fake.control.count(call);
     let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(API_KEY);
-    (!authorized).then(|| {
-        (
-            StatusCode::UNAUTHORIZED,
-            Json(result("Fail", "Unauthorized")),
-        )
-            .into_response()
-    })
+    if !authorized {
+        return Err(PfErrors.status(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    }
+    fake.control.serve_fault(call, "", &PfErrors).await
 }
 
 async fn status(
@@ -200,10 +222,10 @@ async fn status(
     headers: HeaderMap,
     Path(process): Path<String>,
 ) -> Response {
-    let mut g = fake.lock();
-    if let Some(refusal) = refused(&mut g, &headers, "status") {
+    if let Err(refusal) = gate(&fake, &headers, "status").await {
         return refusal;
     }
+    let g = fake.lock();
     let Some(p) = g.processes.get(&process) else {
         return (
             StatusCode::NOT_FOUND,
@@ -267,5 +289,56 @@ impl SandboxApp for FakePhixFlow {
 
     fn write_calls(&self) -> u64 {
         self.calls("trigger")
+    }
+
+    fn control(&self) -> &FakeControl {
+        &self.control
+    }
+
+    fn user(&self) -> Option<&dyn AppUser> {
+        Some(self)
+    }
+}
+
+/// The conformance kit's user: PhixFlow only receives records, so the kit reads what the
+/// organization actionflow received and acts on nothing.
+impl AppUser for FakePhixFlow {
+    fn entity(&self) -> &'static str {
+        "organization"
+    }
+
+    fn readable(&self) -> bool {
+        false
+    }
+
+    fn call_kinds(&self) -> CallKinds {
+        CallKinds {
+            list: "list",
+            reads: &[],
+            create: "trigger",
+            writes: &["trigger"],
+        }
+    }
+
+    fn create(&self, _name: &str) -> String {
+        String::new()
+    }
+
+    fn rename(&self, _id: &str, _name: &str) -> bool {
+        false
+    }
+
+    fn names(&self) -> Vec<(String, String)> {
+        self.records(ORGANIZATION_FLOW)
+            .iter()
+            .map(|r| {
+                let id = r[FERRY_ID].as_str().unwrap_or_default().to_string();
+                (id, r["name"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
+    fn reports_times(&self) -> bool {
+        false
     }
 }

@@ -190,15 +190,14 @@ impl ExternalClient for SuperOfficeClient {
             ("$skip", skip.to_string()),
         ];
         if let Some(s) = since {
-            // The engine asks for "at or after"; the fake's `after` is strict, so one second
-            // earlier keeps records at the boundary time. SuperOffice documents `after` as a
-            // date operator and `afterTime` for times (en/api/search/odata/{date,datetime}.md,
-            // reference/contract-findings.md §6): moving to it is issue 16's, with the fake.
-            // The lookback re-reads the boundary either way.
+            // `after` compares dates; times take `afterTime` (SuperOffice docs,
+            // en/api/search/odata/date.md and datetime.md). The engine asks for "at or
+            // after" and `afterTime` is strict, so one second earlier keeps records at the
+            // boundary time; the lookback re-reads the boundary either way.
             let s = s - chrono::Duration::seconds(1);
             query.push((
                 "$filter",
-                format!("{date_col} after '{}'", s.format("%Y-%m-%dT%H:%M:%S")),
+                format!("{date_col} afterTime '{}'", s.format("%Y-%m-%dT%H:%M:%S")),
             ));
         }
         let rows = self.odata(path, &query).await?;

@@ -3,10 +3,9 @@
 //! `$orderBy`, `$top`, `$skip`, SuperOffice's error JSON, bearer-token checks, failure
 //! injection and call counts by kind. Used by the tests, `ferry demo` and `ferry sandbox`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{Path, Query, State};
@@ -15,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
-use ferry_framework::sandbox::{Sandbox, SandboxApp, SandboxHandle};
+use ferry_framework::sandbox::{
+    answer_stored, AfterStore, AppUser, ErrorBody, FakeControl, Sandbox, SandboxApp, SandboxHandle,
+    Variant,
+};
 use serde_json::{json, Map, Value};
 
 use super::client::parse_date;
@@ -25,33 +27,7 @@ pub const CLIENT_ID: &str = "ferry-sandbox";
 pub const CLIENT_SECRET: &str = "sandbox-client-secret";
 pub const REFRESH_TOKEN: &str = "sandbox-refresh-token";
 
-/// A failure the fake serves instead of the next matching request.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// Answer with this status and SuperOffice's error JSON (429 adds `Retry-After: 1`).
-    Status(u16),
-    /// Wait this long before answering normally (a timeout for a short client timeout).
-    Delay(Duration),
-    /// Perform the write, then answer 500 as if the connection broke afterwards.
-    AfterCommit,
-    /// Perform the write, then take this long to answer (a caller killed meanwhile never
-    /// learns the write happened).
-    CommitThenHang(Duration),
-    /// Perform the write, then answer 200/201 with the stored entity as this function
-    /// changes it (an id of the wrong type, another record's id: bad data in an answer).
-    CommitThenTamper(fn(&mut Value)),
-}
-
-/// Which requests an injected failure applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Any,
-    Create,
-    Update,
-    List,
-    /// List requests of one entity (`Contact` or `Person`).
-    ListOf(&'static str),
-}
+pub use ferry_framework::sandbox::{Fault, Target};
 
 #[derive(Default)]
 struct Inner {
@@ -59,27 +35,52 @@ struct Inner {
     persons: BTreeMap<i64, Value>,
     next_id: i64,
     tokens: HashSet<String>,
-    calls: HashMap<String, u64>,
-    failures: VecDeque<(Target, Failure)>,
-    clock: Option<DateTime<Utc>>,
+    /// Refresh tokens an admin revoked.
+    revoked: bool,
+    /// The variant where rows of never-edited records have no update date.
+    no_update_date_on_insert: bool,
+    control: Arc<FakeControl>,
     /// Where webhooks go (`TargetUrl`) and the webhook's `Secret`, once registered.
     webhook: Option<(String, Option<String>)>,
-    /// What users do just before the n-th list request is answered (edits during a
-    /// listing), by list request number.
-    before_list: ferry_framework::sandbox::ListHooks<dyn FnOnce(&FakeSuperOffice) + Send>,
 }
 
 /// A change a user makes while a listing is under way.
 pub type ListHook = Box<dyn FnOnce(&FakeSuperOffice) + Send>;
 
 /// Handle on the fake's state, shared with its server.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeSuperOffice {
     inner: Arc<Mutex<Inner>>,
+    control: Arc<FakeControl>,
 }
 
-fn fmt_date(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+impl Default for FakeSuperOffice {
+    fn default() -> Self {
+        let control = Arc::new(FakeControl::default());
+        let inner = Inner {
+            control: control.clone(),
+            ..Default::default()
+        };
+        FakeSuperOffice {
+            inner: Arc::new(Mutex::new(inner)),
+            control,
+        }
+    }
+}
+
+/// The fake's clock as SuperOffice writes dates: the tenant's wall-clock time, no offset.
+fn stamp(g: &Inner) -> String {
+    let c = &g.control;
+    c.local(c.now()).format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// SuperOffice's error JSON, for the shared faults.
+struct SoErrors;
+
+impl ErrorBody for SoErrors {
+    fn status(&self, status: StatusCode, message: &str) -> Response {
+        so_error(status.as_u16(), "SoException", message)
+    }
 }
 
 fn element(v: &str) -> Value {
@@ -131,16 +132,12 @@ impl FakeSuperOffice {
 
     /// Fixes the fake's clock (for tests of "newest wins"); `None` uses the real time.
     pub fn set_clock(&self, t: Option<DateTime<Utc>>) {
-        self.lock().clock = t;
-    }
-
-    fn now(inner: &Inner) -> DateTime<Utc> {
-        inner.clock.unwrap_or_else(Utc::now)
+        self.control.set_clock(t);
     }
 
     /// Calls received by kind: `token`, `list`, `get`, `create`, `update`, `delete`.
     pub fn calls(&self, kind: &str) -> u64 {
-        self.lock().calls.get(kind).copied().unwrap_or(0)
+        self.control.calls(kind)
     }
 
     /// Creates plus updates: what a test asserts for "zero writes".
@@ -151,12 +148,13 @@ impl FakeSuperOffice {
     /// Runs `hook` (a user's edit, say) just before the `n`-th list request (counting
     /// from 1 over the fake's life) is answered.
     pub fn before_list(&self, n: u64, hook: ListHook) {
-        self.lock().before_list.add(n, hook);
+        let fake = self.clone();
+        self.control.before_list(n, Box::new(move || hook(&fake)));
     }
 
-    /// Serves `failure` for the next request of kind `target`.
-    pub fn fail_next(&self, target: Target, failure: Failure) {
-        self.lock().failures.push_back((target, failure));
+    /// Serves `fault` for the next request `target` matches.
+    pub fn fail_next(&self, target: Target, fault: Fault) {
+        self.control.fail_next(target, fault);
     }
 
     /// Registers a webhook (`POST /api/v1/Webhook`): every later change is delivered to
@@ -196,7 +194,7 @@ impl FakeSuperOffice {
     /// Changes fields of a record as a user would (UpdatedDate moves).
     pub fn edit(&self, entity: &str, id: i64, fields: Value) -> bool {
         let mut g = self.lock();
-        let now = fmt_date(Self::now(&g));
+        let now = stamp(&g);
         let table = if entity == "Person" {
             &mut g.persons
         } else {
@@ -251,17 +249,22 @@ fn so_error(status: u16, kind: &str, message: &str) -> Response {
     resp
 }
 
-/// Counts the call, checks the bearer token and serves an injected failure if one is due.
-/// Returns `Err(response)` to answer instead, or the failure to apply after committing.
+/// Counts the call, checks the bearer token and serves an injected fault if one is due.
+/// `Err` is the answer to give instead; `Ok` says what to do after storing a write.
 async fn gate(
     fake: &FakeSuperOffice,
     headers: &HeaderMap,
     kind: &str,
-    target: Target,
-) -> Result<Option<Failure>, Box<Response>> {
-    let failure = {
-        let mut g = fake.lock();
-        *g.calls.entry(kind.to_string()).or_default() += 1;
+    entity: &str,
+) -> Result<Option<AfterStore>, Box<Response>> {
+    if kind == "list" {
+        // What users do during a listing happens before the page is read.
+        fake.control.list_request();
+    } else {
+        fake.control.count(kind);
+    }
+    {
+        let g = fake.lock();
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -274,29 +277,21 @@ async fn gate(
                 "Invalid or expired access token",
             )));
         }
-        let pos = g.failures.iter().position(|(t, _)| match (*t, target) {
-            (Target::Any, _) => true,
-            (Target::List, Target::ListOf(_)) => true,
-            (a, b) => a == b,
-        });
-        pos.and_then(|i| g.failures.remove(i)).map(|(_, f)| f)
-    };
-    match failure {
-        Some(Failure::Status(s)) => Err(Box::new(so_error(s, "SoException", "Injected failure"))),
-        Some(Failure::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            Ok(None)
-        }
-        other => Ok(other),
     }
+    fake.control
+        .serve_fault(kind, entity, &SoErrors)
+        .await
+        .map_err(Box::new)
 }
 
 async fn token(
     State(fake): State<FakeSuperOffice>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Err(r) = fake.control.gate("token", "", &SoErrors).await {
+        return r;
+    }
     let mut g = fake.lock();
-    *g.calls.entry("token".into()).or_default() += 1;
     let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if f("grant_type") != "refresh_token" {
         return (
@@ -308,6 +303,7 @@ async fn token(
     if f("client_id") != CLIENT_ID
         || f("client_secret") != CLIENT_SECRET
         || f("refresh_token") != REFRESH_TOKEN
+        || g.revoked
     {
         return (
             StatusCode::BAD_REQUEST,
@@ -342,7 +338,7 @@ fn id_key(entity: &str) -> &'static str {
 fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
     g.next_id += 1;
     let id = g.next_id;
-    let now = fmt_date(FakeSuperOffice::now(g));
+    let now = stamp(g);
     let mut rec = match entity {
         "Person" => json!({
             "PersonId": id, "Firstname": "", "MiddleName": "", "Lastname": "", "Title": "",
@@ -362,7 +358,14 @@ fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
             }
         }
         r.insert("CreatedDate".into(), Value::String(now.clone()));
-        r.insert("UpdatedDate".into(), Value::String(now));
+        // Unverified either way (contract-findings §1, "change filter"): a record never
+        // edited may carry no update date; the fake offers both.
+        let updated = if g.no_update_date_on_insert {
+            Value::Null
+        } else {
+            Value::String(now)
+        };
+        r.insert("UpdatedDate".into(), updated);
     }
     if let Some(t) = table(g, entity) {
         t.insert(id, rec.clone());
@@ -400,7 +403,7 @@ fn notify(g: &Inner, entity: &str, id: i64, what: &str, changes: Option<Vec<Stri
     let event = format!("{name}.{what}");
     let body = json!({
         "EventId": uuid::Uuid::new_v4().to_string(),
-        "Timestamp": fmt_date(FakeSuperOffice::now(g)),
+        "Timestamp": stamp(g),
         "Changes": changes.unwrap_or_default(),
         "Event": event,
         "PrimaryKey": id,
@@ -459,7 +462,7 @@ async fn create(
     headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
-    let failure = match gate(&fake, &headers, "create", Target::Create).await {
+    let after = match gate(&fake, &headers, "create", &entity).await {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -480,19 +483,10 @@ async fn create(
         }
         store(&mut g, &entity, body).1
     };
-    match failure {
-        Some(Failure::AfterCommit) => {
-            return so_error(500, "SoException", "The connection was reset")
-        }
-        Some(Failure::CommitThenHang(d)) => tokio::time::sleep(d).await,
-        Some(Failure::CommitThenTamper(f)) => {
-            let mut rec = rec;
-            f(&mut rec);
-            return (StatusCode::CREATED, Json(rec)).into_response();
-        }
-        _ => {}
-    }
-    (StatusCode::CREATED, Json(rec)).into_response()
+    answer_stored(after, rec, &SoErrors, |rec| {
+        (StatusCode::CREATED, Json(rec)).into_response()
+    })
+    .await
 }
 
 async fn read(
@@ -500,7 +494,7 @@ async fn read(
     Path((_ctx, entity, id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = gate(&fake, &headers, "get", Target::Any).await {
+    if let Err(r) = gate(&fake, &headers, "get", &entity).await {
         return *r;
     }
     let mut g = fake.lock();
@@ -527,7 +521,7 @@ async fn update(
     headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
-    let failure = match gate(&fake, &headers, "update", Target::Update).await {
+    let after = match gate(&fake, &headers, "update", &entity).await {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -546,7 +540,7 @@ async fn update(
         if let Err(msg) = check_body(&g, &entity, &body) {
             return so_error(400, "SoValidationException", &msg);
         }
-        let now = fmt_date(FakeSuperOffice::now(&g));
+        let now = stamp(&g);
         let key = id_key(&entity);
         let Some(rec) = table(&mut g, &entity).and_then(|t| t.get_mut(&n)) else {
             return so_error(
@@ -568,19 +562,7 @@ async fn update(
         notify(&g, &entity, n, "changed", Some(changes));
         new
     };
-    match failure {
-        Some(Failure::AfterCommit) => {
-            return so_error(500, "SoException", "The connection was reset")
-        }
-        Some(Failure::CommitThenHang(d)) => tokio::time::sleep(d).await,
-        Some(Failure::CommitThenTamper(f)) => {
-            let mut new = new;
-            f(&mut new);
-            return Json(new).into_response();
-        }
-        _ => {}
-    }
-    Json(new).into_response()
+    answer_stored(after, new, &SoErrors, |v| Json(v).into_response()).await
 }
 
 async fn remove(
@@ -588,7 +570,7 @@ async fn remove(
     Path((_ctx, entity, id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = gate(&fake, &headers, "delete", Target::Any).await {
+    if let Err(r) = gate(&fake, &headers, "delete", &entity).await {
         return *r;
     }
     let mut g = fake.lock();
@@ -677,9 +659,28 @@ fn parse_filter(filter: &str, columns: &Map<String, Value>) -> Result<Vec<Cond>,
             .ok_or_else(|| format!("the value in {clause:?} must be quoted"))?
             .replace("''", "'");
         out.push(match op {
+            // The date operators compare dates and take a date; times take the DateTime
+            // operators (SuperOffice docs, en/api/search/odata/date.md and datetime.md:
+            // `date after '2020-05-28'`, `afterTime '2020-05-28T15:00:01'`).
             "after" | "before" => {
-                let t = parse_when(&val).ok_or_else(|| format!("{val:?} is not a date"))?;
+                let d = NaiveDate::parse_from_str(&val, "%Y-%m-%d").map_err(|_| {
+                    format!("{op} takes a date (yyyy-mm-dd), not {val:?}; use {op}Time for a time")
+                })?;
+                let t = d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
                 if op == "after" {
+                    // After the whole day.
+                    Cond::After(
+                        col.into(),
+                        t + chrono::Duration::days(1) - chrono::Duration::seconds(1),
+                    )
+                } else {
+                    Cond::Before(col.into(), t)
+                }
+            }
+            "afterTime" | "beforeTime" => {
+                let t =
+                    parse_when(&val).ok_or_else(|| format!("{val:?} is not a date and time"))?;
+                if op == "afterTime" {
                     Cond::After(col.into(), t)
                 } else {
                     Cond::Before(col.into(), t)
@@ -718,20 +719,8 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let target = match entity.as_str() {
-        "Person" => Target::ListOf("Person"),
-        _ => Target::ListOf("Contact"),
-    };
-    if let Err(r) = gate(&fake, &headers, "list", target).await {
+    if let Err(r) = gate(&fake, &headers, "list", &entity).await {
         return *r;
-    }
-    let due = {
-        let mut g = fake.lock();
-        let n = g.calls.get("list").copied().unwrap_or(0);
-        g.before_list.take_due(n)
-    };
-    for hook in due {
-        hook(&fake);
     }
     let mut g = fake.lock();
     let Some(records) = table(&mut g, &entity) else {
@@ -748,7 +737,10 @@ async fn list(
         .transpose()
     {
         Ok(c) => c.unwrap_or_default(),
-        Err(e) => return so_error(400, "SoODataException", &e),
+        Err(e) => {
+            fake.control.refuse_off_contract(&e);
+            return so_error(400, "SoODataException", &e);
+        }
     };
     let num = |k: &str, d: usize| q.get(k).map(|v| v.parse::<usize>()).unwrap_or(Ok(d));
     let (Ok(top), Ok(skip)) = (num("$top", usize::MAX), num("$skip", 0)) else {
@@ -908,5 +900,124 @@ impl SandboxApp for FakeSuperOffice {
 
     fn write_calls(&self) -> u64 {
         self.writes()
+    }
+
+    fn control(&self) -> &FakeControl {
+        &self.control
+    }
+
+    fn user(&self) -> Option<&dyn AppUser> {
+        Some(self)
+    }
+}
+
+const NO_UPDATE_DATE: &str = "no-update-date-on-insert";
+
+/// The conformance kit's user: companies (hub Organizations).
+impl AppUser for FakeSuperOffice {
+    fn entity(&self) -> &'static str {
+        "organization"
+    }
+
+    fn create(&self, name: &str) -> String {
+        self.add_contact(name, "", "").to_string()
+    }
+
+    fn rename(&self, id: &str, name: &str) -> bool {
+        let id = id.parse().unwrap_or(-1);
+        self.edit("Contact", id, json!({ "Name": name }))
+    }
+
+    fn delete(&self, id: &str) -> bool {
+        let id = id.parse().unwrap_or(-1);
+        self.lock().contacts.remove(&id).is_some()
+    }
+
+    fn names(&self) -> Vec<(String, String)> {
+        self.contacts()
+            .iter()
+            .map(|c| {
+                let name = c["Name"].as_str().unwrap_or_default().to_string();
+                (c["ContactId"].to_string(), name)
+            })
+            .collect()
+    }
+
+    /// A described first e-mail, a second e-mail, a second phone and a user-defined field.
+    fn add_unmapped(&self, id: &str) -> bool {
+        let Some(c) = self.contact(id.parse().unwrap_or(-1)) else {
+            return false;
+        };
+        let first = c["Emails"][0]["Value"]
+            .as_str()
+            .unwrap_or("office@kit.example")
+            .to_string();
+        let item = |v: &str, d: &str| json!({"Value": v, "StrippedValue": v, "Description": d});
+        self.edit(
+            "Contact",
+            c["ContactId"].as_i64().unwrap_or(-1),
+            json!({
+                "Emails": [item(&first, "Main office"), item("private@kit.example", "Private")],
+                "Phones": [item("+47 22 00 00 00", "Switchboard"), item("+47 22 00 00 01", "Fax")],
+                "UserDefinedFields": {"SuperOffice:7": "kept", "SuperOffice:8": "[I:42]"},
+            }),
+        )
+    }
+
+    fn unmapped_intact(&self, id: &str) -> Result<(), String> {
+        let c = self
+            .contact(id.parse().unwrap_or(-1))
+            .ok_or("the contact is gone")?;
+        let want = [
+            ("/Emails/0/Description", "Main office"),
+            ("/Emails/1/Value", "private@kit.example"),
+            ("/Emails/1/Description", "Private"),
+            ("/Phones/1/Value", "+47 22 00 00 01"),
+            ("/UserDefinedFields/SuperOffice:7", "kept"),
+            ("/UserDefinedFields/SuperOffice:8", "[I:42]"),
+        ];
+        for (path, v) in want {
+            let got = c.pointer(path).and_then(Value::as_str);
+            if got != Some(v) {
+                return Err(format!("{path} is {got:?}, was {v:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A name that is not text.
+    fn corrupt(&self, id: &str) -> bool {
+        let id = id.parse().unwrap_or(-1);
+        match self.lock().contacts.get_mut(&id) {
+            Some(c) => {
+                c["Name"] = json!({"Text": ["not", "a", "name"]});
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn expire_access_tokens(&self) -> bool {
+        self.expire_tokens();
+        true
+    }
+
+    fn revoke_refresh_token(&self) -> bool {
+        self.lock().revoked = true;
+        true
+    }
+
+    fn variants(&self) -> Vec<Variant> {
+        vec![Variant {
+            name: NO_UPDATE_DATE,
+            about: "a record never edited has no update date in the archive list \
+                    (unverifiable: contract-findings §5.3)",
+        }]
+    }
+
+    fn set_variant(&self, name: &str) -> bool {
+        let known = name == NO_UPDATE_DATE;
+        self.lock().no_update_date_on_insert = known;
+        known
     }
 }

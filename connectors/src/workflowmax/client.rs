@@ -400,6 +400,26 @@ impl WorkflowMaxClient {
         )))
     }
 
+    /// An update carries a job title as the contact's position at its client:
+    /// `Positions/Position{UUID, Position}` (`Update_ClientContact` in
+    /// `specs/workflowmax/workflowmax_api.yaml` has no flat `Position`; a create does).
+    fn as_position(body: &mut Map<String, Value>, client: Option<&str>) -> Result<(), ApiError> {
+        let Some(title) = body.remove("Position") else {
+            return Ok(());
+        };
+        let client = client.ok_or_else(|| {
+            ApiError::Permanent(
+                "a contact's job title is its position at a client: the update names no client"
+                    .into(),
+            )
+        })?;
+        body.insert(
+            "Positions".into(),
+            json!([{ "UUID": client, "Position": title }]),
+        );
+        Ok(())
+    }
+
     /// WorkflowMax keeps one `Name`: an update that changes only the first or only the last
     /// name takes the other part from the contact as it is now.
     async fn complete_name(&self, id: &str, body: &mut Map<String, Value>) -> Result<(), ApiError> {
@@ -426,6 +446,12 @@ impl WorkflowMaxClient {
         id: Option<&str>,
         fields: &Value,
     ) -> Result<Value, ApiError> {
+        if let Some(what) = xml::unsendable(fields) {
+            return Err(ApiError::Permanent(format!(
+                "{what} cannot be sent: XML 1.0 has no such character (WorkflowMax's API is \
+                 XML); remove it from the record"
+            )));
+        }
         let mut body = fields.as_object().cloned().unwrap_or_default();
         let custom = match body.remove("CustomFields") {
             Some(Value::Object(m)) => m,
@@ -470,6 +496,7 @@ impl WorkflowMaxClient {
                             self.refuse_move(id, to).await?;
                         }
                         self.complete_name(id, &mut body).await?;
+                        Self::as_position(&mut body, named.as_deref())?;
                         (Method::PUT, format!("client.api/contact/{id}"), named)
                     }
                 };

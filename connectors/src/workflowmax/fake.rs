@@ -19,7 +19,10 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use ferry_framework::sandbox::{Sandbox, SandboxApp, SandboxHandle};
+use ferry_framework::sandbox::{
+    answer_stored, AfterStore, AppUser, CallKinds, ErrorBody, FakeControl, Sandbox, SandboxApp,
+    SandboxHandle,
+};
 use serde_json::{json, Map, Value};
 
 use super::xml;
@@ -51,29 +54,7 @@ impl Default for Limits {
     }
 }
 
-/// A failure served instead of the next matching request.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// This HTTP status with an XML error body (429 adds `Retry-After: 1`).
-    Status(u16),
-    /// HTTP 200 with `<Status>ERROR</Status>` and this `ErrorDescription`.
-    Error(String),
-    /// HTTP 200 with a body that is not well-formed XML.
-    Malformed,
-    /// Answer normally after this long.
-    Delay(Duration),
-}
-
-/// Which requests an injected failure applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Any,
-    List,
-    Get,
-    Create,
-    Update,
-    CustomFields,
-}
+pub use ferry_framework::sandbox::{Fault, Target};
 
 /// A custom field definition of the account.
 #[derive(Debug, Clone)]
@@ -125,8 +106,6 @@ struct Inner {
     next: u64,
     edits: u64,
     listing: Option<Listing>,
-    calls: HashMap<String, u64>,
-    failures: VecDeque<(Target, Failure)>,
     limits: Limits,
     recent: VecDeque<Instant>,
     today: usize,
@@ -134,9 +113,7 @@ struct Inner {
     peak_in_window: usize,
     peak_in_flight: usize,
     refused: u64,
-    clock: Option<DateTime<Utc>>,
-    /// What users do just before the n-th list request is answered, by request number.
-    before_list: ferry_framework::sandbox::ListHooks<dyn FnOnce(&FakeWorkflowMax) + Send>,
+    control: Arc<FakeControl>,
 }
 
 /// A change a user makes while a listing is under way.
@@ -146,6 +123,29 @@ pub type ListHook = Box<dyn FnOnce(&FakeWorkflowMax) + Send>;
 #[derive(Clone)]
 pub struct FakeWorkflowMax {
     inner: Arc<Mutex<Inner>>,
+    control: Arc<FakeControl>,
+}
+
+/// WorkflowMax's XML error, for the shared faults.
+struct WfmErrors;
+
+impl ErrorBody for WfmErrors {
+    fn status(&self, status: StatusCode, message: &str) -> Response {
+        wfm_error(status, message)
+    }
+
+    /// HTTP 200 with `<Status>ERROR</Status>` (LEG, SEED "Error").
+    fn envelope(&self, message: &str) -> Response {
+        wfm_error(StatusCode::OK, message)
+    }
+
+    /// A document cut off mid-element.
+    fn garbled(&self) -> Response {
+        xml_response(
+            StatusCode::OK,
+            "<Response><Status>OK</Status><Client><UUID>".into(),
+        )
+    }
 }
 
 impl Default for FakeWorkflowMax {
@@ -169,13 +169,16 @@ impl FakeWorkflowMax {
 
     /// A fake enforcing other limits (tests use short windows).
     pub fn with_limits(limits: Limits) -> Self {
+        let control = Arc::new(FakeControl::default());
         let inner = Inner {
             limits,
             refresh_tokens: HashSet::from([REFRESH_TOKEN.to_string()]),
+            control: control.clone(),
             ..Default::default()
         };
         FakeWorkflowMax {
             inner: Arc::new(Mutex::new(inner)),
+            control,
         }
     }
 
@@ -236,27 +239,22 @@ impl FakeWorkflowMax {
 
     /// Fixes the fake's clock; `None` uses the real time.
     pub fn set_clock(&self, t: Option<DateTime<Utc>>) {
-        self.lock().clock = t;
+        self.control.set_clock(t);
     }
 
     fn now(g: &Inner) -> DateTime<Utc> {
-        g.clock.unwrap_or_else(Utc::now)
+        g.control.now()
     }
 
     /// Calls received by kind: `token`, `list`, `search`, `get`, `create`, `update`,
     /// `customfield_get`, `customfield_put`, `definition`.
     pub fn calls(&self, kind: &str) -> u64 {
-        self.lock().calls.get(kind).copied().unwrap_or(0)
+        self.control.calls(kind)
     }
 
     /// Every API call (token calls excluded).
     pub fn api_calls(&self) -> u64 {
-        let g = self.lock();
-        g.calls
-            .iter()
-            .filter(|(k, _)| *k != "token")
-            .map(|(_, v)| v)
-            .sum()
+        self.control.api_calls()
     }
 
     /// Creates, updates and custom field writes: what "zero writes" counts.
@@ -271,8 +269,9 @@ impl FakeWorkflowMax {
         (g.peak_in_window, g.peak_in_flight, g.refused)
     }
 
-    pub fn fail_next(&self, target: Target, failure: Failure) {
-        self.lock().failures.push_back((target, failure));
+    /// Serves `fault` for the next request `target` matches.
+    pub fn fail_next(&self, target: Target, fault: Fault) {
+        self.control.fail_next(target, fault);
     }
 
     /// Invalidates every access token (as their 30-minute expiry would).
@@ -334,7 +333,8 @@ impl FakeWorkflowMax {
 
     /// Runs `hook` just before the `n`-th list request (from 1) is answered.
     pub fn before_list(&self, n: u64, hook: ListHook) {
-        self.lock().before_list.add(n, hook);
+        let fake = self.clone();
+        self.control.before_list(n, Box::new(move || hook(&fake)));
     }
 
     /// Adds a contact under a client; returns its UUID.
@@ -551,85 +551,79 @@ impl Drop for InFlight {
 }
 
 /// Counts the call and checks the token, the account id, the rate limits and injected
-/// failures. `Err` is the answer to give instead.
+/// faults. `Err` is the answer to give instead; `Ok` holds the request's place in the
+/// concurrency count and what to do after storing a write.
 async fn gate(
     fake: &FakeWorkflowMax,
     headers: &HeaderMap,
     kind: &str,
-    target: Target,
-) -> Result<InFlight, Box<Response>> {
-    let failure = {
-        let mut g = fake.lock();
-        *g.calls.entry(kind.to_string()).or_default() += 1;
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !g.access_tokens.contains(token) {
-            return Err(Box::new(wfm_error(
-                StatusCode::UNAUTHORIZED,
-                "Invalid access token",
-            )));
-        }
-        if headers.get("account_id").and_then(|v| v.to_str().ok()) != Some(ORG_ID) {
-            return Err(Box::new(wfm_error(
-                StatusCode::FORBIDDEN,
-                "The account_id header does not name an organisation this token may use",
-            )));
-        }
-        let now = Instant::now();
-        let limits = g.limits;
-        while g
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= limits.window)
-        {
-            g.recent.pop_front();
-        }
-        if g.in_flight >= limits.concurrent
-            || g.recent.len() >= limits.per_window
-            || g.today >= limits.per_day
-        {
-            g.refused += 1;
-            return Err(Box::new(wfm_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Rate limit exceeded",
-            )));
-        }
-        g.recent.push_back(now);
-        g.today += 1;
-        g.in_flight += 1;
-        g.peak_in_window = g.peak_in_window.max(g.recent.len());
-        g.peak_in_flight = g.peak_in_flight.max(g.in_flight);
-        let pos = g
-            .failures
-            .iter()
-            .position(|(t, _)| *t == Target::Any || *t == target);
-        pos.and_then(|i| g.failures.remove(i)).map(|(_, f)| f)
-    };
-    let guard = InFlight(fake.clone());
-    match failure {
-        Some(Failure::Status(s)) => Err(Box::new(wfm_error(
-            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "Injected failure",
-        ))),
-        Some(Failure::Error(d)) => Err(Box::new(wfm_error(StatusCode::OK, &d))),
-        Some(Failure::Malformed) => Err(Box::new(xml_response(
-            StatusCode::OK,
-            "<Response><Status>OK</Status><Client><UUID>".into(),
-        ))),
-        Some(Failure::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            Ok(guard)
-        }
-        None => Ok(guard),
+    entity: &str,
+) -> Result<(InFlight, Option<AfterStore>), Box<Response>> {
+    if kind == "list" {
+        fake.control.list_request();
+    } else {
+        fake.control.count(kind);
     }
+    admit(fake, headers)?;
+    let guard = InFlight(fake.clone());
+    let after = fake
+        .control
+        .serve_fault(kind, entity, &WfmErrors)
+        .await
+        .map_err(Box::new)?;
+    Ok((guard, after))
+}
+
+/// The token, the account id and the published rate limits (OA `info`).
+fn admit(fake: &FakeWorkflowMax, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let mut g = fake.lock();
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !g.access_tokens.contains(token) {
+        return Err(Box::new(wfm_error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid access token",
+        )));
+    }
+    if headers.get("account_id").and_then(|v| v.to_str().ok()) != Some(ORG_ID) {
+        return Err(Box::new(wfm_error(
+            StatusCode::FORBIDDEN,
+            "The account_id header does not name an organisation this token may use",
+        )));
+    }
+    let now = Instant::now();
+    let limits = g.limits;
+    while g
+        .recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= limits.window)
+    {
+        g.recent.pop_front();
+    }
+    if g.in_flight >= limits.concurrent
+        || g.recent.len() >= limits.per_window
+        || g.today >= limits.per_day
+    {
+        g.refused += 1;
+        return Err(Box::new(wfm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit exceeded",
+        )));
+    }
+    g.recent.push_back(now);
+    g.today += 1;
+    g.in_flight += 1;
+    g.peak_in_window = g.peak_in_window.max(g.recent.len());
+    g.peak_in_flight = g.peak_in_flight.max(g.in_flight);
+    Ok(())
 }
 
 macro_rules! gate {
-    ($fake:expr, $headers:expr, $kind:expr, $target:expr) => {
-        match gate(&$fake, &$headers, $kind, $target).await {
+    ($fake:expr, $headers:expr, $kind:expr, $entity:expr) => {
+        match gate(&$fake, &$headers, $kind, $entity).await {
             Ok(g) => g,
             Err(resp) => return *resp,
         }
@@ -649,8 +643,10 @@ async fn token(
     State(fake): State<FakeWorkflowMax>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Err(r) = fake.control.gate("token", "", &WfmErrors).await {
+        return r;
+    }
     let mut g = fake.lock();
-    *g.calls.entry("token".into()).or_default() += 1;
     let f = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let refuse = |error: &str, description: &str| {
         (
@@ -700,15 +696,7 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let _g = gate!(fake, headers, "list", Target::List);
-    let due = {
-        let mut g = fake.lock();
-        let n = g.calls.get("list").copied().unwrap_or(0);
-        g.before_list.take_due(n)
-    };
-    for hook in due {
-        hook(&fake);
-    }
+    let _g = gate!(fake, headers, "list", "Client");
     let since = match q.get("modifiedsince") {
         Some(s) => match parse_since(s) {
             Some(t) => Some(t),
@@ -786,7 +774,7 @@ async fn search(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let _g = gate!(fake, headers, "search", Target::Get);
+    let _g = gate!(fake, headers, "search", "Client");
     let query = q.get("query").map(|s| s.to_lowercase()).unwrap_or_default();
     let detailed = q.get("detailed").is_some_and(|d| d == "true");
     let g = fake.lock();
@@ -809,7 +797,7 @@ async fn read_client(
     headers: HeaderMap,
     Path(uuid): Path<String>,
 ) -> Response {
-    let _g = gate!(fake, headers, "get", Target::Get);
+    let _g = gate!(fake, headers, "get", "Client");
     let g = fake.lock();
     match g.by_uuid.get(&uuid).and_then(|s| g.clients.get(s)) {
         Some(c) => ok(&[("Client", client_value(&g, c, true))]),
@@ -817,9 +805,53 @@ async fn read_client(
     }
 }
 
-/// The body's root element as an object, or the error to answer.
-fn body_object(body: &[u8], root: &str) -> Result<Map<String, Value>, Box<Response>> {
+/// The first character XML 1.0 cannot hold (W3C XML 1.0 §2.2, production [2] `Char`:
+/// U+0009, U+000A, U+000D, U+0020–U+D7FF, U+E000–U+FFFD, U+10000–U+10FFFF), whether raw or
+/// as a character reference (§4.1, well-formedness constraint "Legal Character").
+fn illegal_xml_char(text: &str) -> Option<char> {
+    let legal = xml::legal_char;
+    if let Some(c) = text.chars().find(|c| !legal(*c)) {
+        return Some(c);
+    }
+    text.split("&#").skip(1).find_map(|rest| {
+        let code = rest.split(';').next()?;
+        let n = match code.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+            None => code.parse().ok()?,
+        };
+        match char::from_u32(n) {
+            Some(c) if legal(c) => None,
+            Some(c) => Some(c),
+            None => Some(char::REPLACEMENT_CHARACTER),
+        }
+    })
+}
+
+/// A body's text, refused when it is not well-formed XML 1.0 (the API speaks XML 1.0:
+/// `specs/workflowmax/workflowmax_api.yaml`, `application/xml` bodies).
+fn xml_text<'a>(
+    fake: &FakeWorkflowMax,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, str>, Box<Response>> {
     let text = String::from_utf8_lossy(body);
+    if let Some(c) = illegal_xml_char(&text) {
+        let what = format!(
+            "Invalid XML: character U+{:04X} is not allowed in XML 1.0",
+            c as u32
+        );
+        fake.control.refuse_off_contract(&what);
+        return Err(Box::new(wfm_error(StatusCode::BAD_REQUEST, &what)));
+    }
+    Ok(text)
+}
+
+/// The body's root element as an object, or the error to answer.
+fn body_object(
+    fake: &FakeWorkflowMax,
+    body: &[u8],
+    root: &str,
+) -> Result<Map<String, Value>, Box<Response>> {
+    let text = xml_text(fake, body)?;
     match xml::parse(&text) {
         Ok((name, Value::Object(m))) if name == root => Ok(m),
         Ok((name, _)) => Err(Box::new(wfm_error(
@@ -834,8 +866,8 @@ fn body_object(body: &[u8], root: &str) -> Result<Map<String, Value>, Box<Respon
 }
 
 macro_rules! body {
-    ($bytes:expr, $root:expr) => {
-        match body_object(&$bytes, $root) {
+    ($fake:expr, $bytes:expr, $root:expr) => {
+        match body_object(&$fake, &$bytes, $root) {
             Ok(m) => m,
             Err(resp) => return *resp,
         }
@@ -853,15 +885,18 @@ async fn add_client(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let _g = gate!(fake, headers, "create", Target::Create);
-    let fields = body!(body, "Client");
+    let (_g, after) = gate!(fake, headers, "create", "Client");
+    let fields = body!(fake, body, "Client");
     if !has_name(&fields) {
         return wfm_error(StatusCode::OK, "Name is required");
     }
-    let mut g = fake.lock();
-    let uuid = insert_client(&mut g, fields);
-    let seq = g.by_uuid[&uuid];
-    ok(&[("Client", client_value(&g, &g.clients[&seq], true))])
+    let stored = {
+        let mut g = fake.lock();
+        let uuid = insert_client(&mut g, fields);
+        let seq = g.by_uuid[&uuid];
+        client_value(&g, &g.clients[&seq], true)
+    };
+    answer_stored(after, stored, &WfmErrors, |v| ok(&[("Client", v)])).await
 }
 
 async fn update_client(
@@ -869,8 +904,8 @@ async fn update_client(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let _g = gate!(fake, headers, "update", Target::Update);
-    let mut fields = body!(body, "Client");
+    let (_g, after) = gate!(fake, headers, "update", "Client");
+    let mut fields = body!(fake, body, "Client");
     let Some(uuid) = fields.remove("UUID").map(|u| str_of(&u)) else {
         return wfm_error(StatusCode::OK, "UUID is required");
     };
@@ -878,16 +913,19 @@ async fn update_client(
         return wfm_error(StatusCode::OK, "Name cannot be empty");
     }
     fields.remove("Contacts");
-    let mut g = fake.lock();
-    let now = FakeWorkflowMax::now(&g);
-    let Some(c) = client_mut(&mut g, &uuid) else {
-        return wfm_error(StatusCode::OK, "Client not found");
+    let stored = {
+        let mut g = fake.lock();
+        let now = FakeWorkflowMax::now(&g);
+        let Some(c) = client_mut(&mut g, &uuid) else {
+            return wfm_error(StatusCode::OK, "Client not found");
+        };
+        // Elements left out keep their values.
+        c.fields.extend(fields);
+        c.modified = now;
+        let c = c.clone();
+        client_value(&g, &c, true)
     };
-    // Elements left out keep their values.
-    c.fields.extend(fields);
-    c.modified = now;
-    let c = c.clone();
-    ok(&[("Client", client_value(&g, &c, true))])
+    answer_stored(after, stored, &WfmErrors, |v| ok(&[("Client", v)])).await
 }
 
 async fn add_contact(
@@ -895,8 +933,8 @@ async fn add_contact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let _g = gate!(fake, headers, "create", Target::Create);
-    let fields = body!(body, "Contact");
+    let (_g, after) = gate!(fake, headers, "create", "Contact");
+    let fields = body!(fake, body, "Contact");
     let client = fields
         .get("Client")
         .and_then(|c| c.get("UUID"))
@@ -905,11 +943,14 @@ async fn add_contact(
     if !has_name(&fields) {
         return wfm_error(StatusCode::OK, "Name is required");
     }
-    let mut g = fake.lock();
-    match insert_contact(&mut g, &client, fields) {
-        Some(uuid) => ok(&[("Contact", contact_value(&uuid, &g.contacts[&uuid]))]),
-        None => wfm_error(StatusCode::OK, &format!("Client {client:?} not found")),
-    }
+    let stored = {
+        let mut g = fake.lock();
+        match insert_contact(&mut g, &client, fields) {
+            Some(uuid) => contact_value(&uuid, &g.contacts[&uuid]),
+            None => return wfm_error(StatusCode::OK, &format!("Client {client:?} not found")),
+        }
+    };
+    answer_stored(after, stored, &WfmErrors, |v| ok(&[("Contact", v)])).await
 }
 
 async fn read_contact(
@@ -917,7 +958,7 @@ async fn read_contact(
     headers: HeaderMap,
     Path(uuid): Path<String>,
 ) -> Response {
-    let _g = gate!(fake, headers, "get", Target::Get);
+    let _g = gate!(fake, headers, "get", "Contact");
     let g = fake.lock();
     match g.contacts.get(&uuid) {
         Some(c) => ok(&[("Contact", contact_value(&uuid, c))]),
@@ -931,28 +972,60 @@ async fn update_contact(
     Path(uuid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let _g = gate!(fake, headers, "update", Target::Update);
-    let mut fields = body!(body, "Contact");
+    let (_g, after) = gate!(fake, headers, "update", "Contact");
+    let mut fields = body!(fake, body, "Contact");
     if fields.contains_key("Name") && !has_name(&fields) {
         return wfm_error(StatusCode::OK, "Name cannot be empty");
     }
     fields.remove("UUID");
     fields.remove("Client");
-    let mut g = fake.lock();
-    let now = FakeWorkflowMax::now(&g);
-    let Some(c) = g.contacts.get_mut(&uuid) else {
-        return wfm_error(StatusCode::OK, "Contact not found");
-    };
-    c.fields.extend(fields);
-    let (parent, value) = (c.client.clone(), contact_value(&uuid, c));
-    if let Some(p) = client_mut(&mut g, &parent) {
-        p.modified = now;
+    // `Update_ClientContact` has no flat Position: a job title is a Position of the
+    // contact at a client, `Positions/Position{UUID, Position, IncludeInEmails, IsPrimary}`
+    // (specs/workflowmax/workflowmax_api.yaml, PUT client.api/contact/{uuid}).
+    if fields.contains_key("Position") {
+        let what = "Contact has no element Position: send Positions/Position{UUID, Position}";
+        fake.control.refuse_off_contract(what);
+        return wfm_error(StatusCode::BAD_REQUEST, what);
     }
-    ok(&[("Contact", value)])
+    let positions = fields.remove("Positions");
+    let stored = {
+        let mut g = fake.lock();
+        let now = FakeWorkflowMax::now(&g);
+        let Some(c) = g.contacts.get_mut(&uuid) else {
+            return wfm_error(StatusCode::OK, "Contact not found");
+        };
+        if let Some(title) = position_at(positions.as_ref(), &c.client) {
+            c.fields.insert("Position".into(), title);
+        }
+        c.fields.extend(fields);
+        let (parent, value) = (c.client.clone(), contact_value(&uuid, c));
+        if let Some(p) = client_mut(&mut g, &parent) {
+            p.modified = now;
+        }
+        value
+    };
+    answer_stored(after, stored, &WfmErrors, |v| ok(&[("Contact", v)])).await
+}
+
+/// The title in the `Positions` item for `client` (one item parses as an object, several
+/// as a list).
+fn position_at(positions: Option<&Value>, client: &str) -> Option<Value> {
+    let items = match positions? {
+        Value::Object(m) => match m.get("Position")? {
+            Value::Array(a) => a.clone(),
+            one => vec![one.clone()],
+        },
+        Value::Array(a) => a.clone(),
+        _ => return None,
+    };
+    items
+        .iter()
+        .find(|p| p.get("UUID").map(str_of).as_deref() == Some(client))
+        .and_then(|p| p.get("Position").cloned())
 }
 
 async fn definitions(State(fake): State<FakeWorkflowMax>, headers: HeaderMap) -> Response {
-    let _g = gate!(fake, headers, "definition", Target::Get);
+    let _g = gate!(fake, headers, "definition", "");
     let g = fake.lock();
     let defs: Vec<Value> = g
         .definitions
@@ -997,7 +1070,12 @@ async fn custom_get(
     Path(uuid): Path<String>,
     contact: bool,
 ) -> Response {
-    let _g = gate!(fake, headers, "customfield_get", Target::CustomFields);
+    let _g = gate!(
+        fake,
+        headers,
+        "customfield_get",
+        if contact { "Contact" } else { "Client" }
+    );
     let mut g = fake.lock();
     let custom = if contact {
         g.contacts.get(&uuid).map(|c| c.custom.clone())
@@ -1058,8 +1136,16 @@ async fn custom_put(
     body: Bytes,
     contact: bool,
 ) -> Response {
-    let _g = gate!(fake, headers, "customfield_put", Target::CustomFields);
-    let text = String::from_utf8_lossy(&body);
+    let _g = gate!(
+        fake,
+        headers,
+        "customfield_put",
+        if contact { "Contact" } else { "Client" }
+    );
+    let text = match xml_text(&fake, &body) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
     // UUID comes first in each CustomField.
     if text
         .split("<CustomField>")
@@ -1219,10 +1305,19 @@ impl SandboxApp for FakeWorkflowMax {
         self.writes()
     }
 
+    fn control(&self) -> &FakeControl {
+        &self.control
+    }
+
+    fn user(&self) -> Option<&dyn AppUser> {
+        Some(self)
+    }
+
     fn seed_many(&self, n: usize) -> bool {
         let mut g = self.lock();
         let day_ago = Utc::now() - chrono::Duration::days(1);
-        let saved = g.clock.replace(day_ago);
+        let saved = g.control.fixed_clock();
+        g.control.set_clock(Some(day_ago));
         for i in 0..n {
             let mut f = Map::new();
             f.insert("Name".into(), format!("Bench Client {i:07}").into());
@@ -1234,7 +1329,7 @@ impl SandboxApp for FakeWorkflowMax {
             );
             insert_client(&mut g, f);
         }
-        g.clock = saved;
+        g.control.set_clock(saved);
         true
     }
 
@@ -1245,5 +1340,112 @@ impl SandboxApp for FakeWorkflowMax {
             window: Duration::from_secs(60),
             per_day: usize::MAX,
         };
+    }
+}
+
+/// The conformance kit's user: clients (hub Organizations).
+impl AppUser for FakeWorkflowMax {
+    fn entity(&self) -> &'static str {
+        "client"
+    }
+
+    fn call_kinds(&self) -> CallKinds {
+        CallKinds {
+            list: "list",
+            reads: &["get", "customfield_get"],
+            create: "create",
+            writes: &["create", "update", "customfield_put"],
+        }
+    }
+
+    fn create(&self, name: &str) -> String {
+        self.add_client(name, json!({}))
+    }
+
+    fn rename(&self, id: &str, name: &str) -> bool {
+        self.edit(id, json!({ "Name": name }))
+    }
+
+    fn delete(&self, id: &str) -> bool {
+        self.remove_client(id)
+    }
+
+    fn names(&self) -> Vec<(String, String)> {
+        self.clients()
+            .iter()
+            .map(|c| (str_of(&c["UUID"]), str_of(&c["Name"])))
+            .collect()
+    }
+
+    /// Client elements and a custom field no mapping names.
+    fn add_unmapped(&self, id: &str) -> bool {
+        if !self
+            .lock()
+            .definitions
+            .iter()
+            .any(|d| d.uuid == "cf-kit-owner")
+        {
+            self.define(Definition {
+                uuid: "cf-kit-owner".into(),
+                name: "Account Owner".into(),
+                kind: "Text".into(),
+                link_url: None,
+                use_client: true,
+                use_contact: false,
+                value_element: "Text".into(),
+            });
+        }
+        self.edit(
+            id,
+            json!({"ReferralSource": "Trade fair", "AccountManager": {"UUID": "staff-7"}}),
+        ) && self.set_custom(id, "Account Owner", "Ana")
+    }
+
+    fn unmapped_intact(&self, id: &str) -> Result<(), String> {
+        let c = self.client(id).ok_or("the client is gone")?;
+        if str_of(&c["ReferralSource"]) != "Trade fair" || c["AccountManager"]["UUID"] != "staff-7"
+        {
+            return Err(format!("unmapped elements are now {c}"));
+        }
+        let g = self.lock();
+        let owner = g
+            .by_uuid
+            .get(id)
+            .and_then(|s| g.clients.get(s))
+            .and_then(|c| c.custom.get("cf-kit-owner").cloned());
+        match owner.as_deref() {
+            Some("Ana") => Ok(()),
+            other => Err(format!(
+                "custom field Account Owner is {other:?}, was \"Ana\""
+            )),
+        }
+    }
+
+    /// A name with child elements.
+    fn corrupt(&self, id: &str) -> bool {
+        let mut g = self.lock();
+        match client_mut(&mut g, id) {
+            Some(c) => {
+                c.fields
+                    .insert("Name".into(), json!({"First": "not", "Last": "text"}));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn expire_access_tokens(&self) -> bool {
+        self.expire_tokens();
+        true
+    }
+
+    fn revoke_refresh_token(&self) -> bool {
+        self.lock().refresh_tokens.clear();
+        true
+    }
+
+    /// WorkflowMax reports no update times (`modifiedsince` is a UTC filter only).
+    fn reports_times(&self) -> bool {
+        false
     }
 }

@@ -249,6 +249,28 @@ pub fn element(name: &str, value: &Value, order: &[&str], out: &mut String) {
     out.push('>');
 }
 
+/// Whether XML 1.0 can hold `c` (W3C XML 1.0 §2.2, production [2] `Char`); no escaping
+/// makes the others legal, so they cannot be sent at all.
+pub fn legal_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+        || c >= '\u{10000}'
+}
+
+/// The first text in `value` XML 1.0 cannot carry, as "field: U+000B"; `None` when all can.
+pub fn unsendable(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => s
+            .chars()
+            .find(|c| !legal_char(*c))
+            .map(|c| format!("U+{:04X}", c as u32)),
+        Value::Object(m) => m
+            .iter()
+            .find_map(|(k, v)| unsendable(v).map(|e| format!("{k}: {e}"))),
+        Value::Array(a) => a.iter().find_map(unsendable),
+        _ => None,
+    }
+}
+
 /// A whole document: `<name>…</name>`.
 pub fn document(name: &str, value: &Value, order: &[&str]) -> String {
     let mut out = String::new();

@@ -66,16 +66,22 @@ impl ApiError {
     }
 }
 
-/// Reads `Retry-After` in seconds (HTTP dates are rare in APIs and fall back to backoff).
+/// Reads `Retry-After`, given as delay-seconds or as an HTTP date (RFC 9110 §10.2.3); a
+/// date in the past is no wait, an unreadable value none at all (backoff then applies).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
+    let v = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// How a connector's client reaches its application: the HTTP client, the connection's call

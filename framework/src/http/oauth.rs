@@ -137,12 +137,33 @@ impl TokenSource {
         Ok(token)
     }
 
+    /// Refreshes with the stored refresh token; when the application refuses it and the
+    /// connection's `refresh_token` secret holds another one (an operator authorized Ferry
+    /// again after a revocation), with that one.
     async fn refresh(&self, stored: Tokens) -> Result<String, ApiError> {
-        let refresh = stored
+        let configured = self.config.initial_refresh_token.clone();
+        let first = stored
             .refresh_token
             .clone()
-            .or_else(|| self.config.initial_refresh_token.clone())
-            .ok_or_else(|| ApiError::Auth("no refresh token stored or configured".into()))?;
+            .or_else(|| configured.clone())
+            .ok_or_else(|| {
+                ApiError::Auth(
+                    "no refresh token stored or configured: authorize Ferry in the \
+                     application and set the connection's refresh_token secret"
+                        .into(),
+                )
+            })?;
+        match self.refresh_with(&stored, first.clone()).await {
+            Err(ApiError::Auth(_)) if configured.as_ref().is_some_and(|c| *c != first) => {
+                tracing::info!("the stored refresh token was refused; trying the configured one");
+                let configured = configured.unwrap_or_default();
+                self.refresh_with(&stored, configured).await
+            }
+            other => other,
+        }
+    }
+
+    async fn refresh_with(&self, stored: &Tokens, refresh: String) -> Result<String, ApiError> {
         let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.as_str()),
@@ -185,7 +206,11 @@ impl TokenSource {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                return Err(ApiError::Auth(format!("token endpoint: {msg}")));
+                return Err(ApiError::Auth(format!(
+                    "the application refused the refresh token ({msg}): it was revoked or has \
+                     expired. Authorize Ferry again in the application and set the \
+                     connection's refresh_token secret to the new refresh token"
+                )));
             }
             return Err(ApiError::from_status(
                 status,

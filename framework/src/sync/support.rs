@@ -11,18 +11,32 @@ pub use crate::store::hub::content_hash;
 use crate::store::{AnyConnection, Store};
 
 /// Overlays `patch` on `base`: present keys win (null included), absent keys keep `base`.
+/// Lists merge item by item, as a mapping writes them (`Emails[0].Value`): the patch's n-th
+/// item overlays the base's n-th, and items the patch does not reach stay, with every key
+/// the patch does not name (a second e-mail and the first one's description survive an
+/// update of the first address).
 pub fn merge(base: &Value, patch: &Value) -> Value {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             let mut out = b.clone();
             for (k, v) in p {
                 let merged = match out.get(k) {
-                    Some(old) if old.is_object() && v.is_object() => merge(old, v),
-                    _ => v.clone(),
+                    Some(old) => merge(old, v),
+                    None => v.clone(),
                 };
                 out.insert(k.clone(), merged);
             }
             Value::Object(out)
+        }
+        (Value::Array(b), Value::Array(p)) if !p.is_empty() => {
+            let mut out = b.clone();
+            for (i, v) in p.iter().enumerate() {
+                match out.get_mut(i) {
+                    Some(old) => *old = merge(old, v),
+                    None => out.push(v.clone()),
+                }
+            }
+            Value::Array(out)
         }
         (_, p) => p.clone(),
     }

@@ -1,0 +1,341 @@
+//! One fault, clock and call-count facility for every fake application: what a test or the
+//! conformance kit does to a fake (inject a status, lose a write's answer, move the clock or
+//! the tenant's time zone, count calls, act during a listing) reads the same for all of them.
+//! A fake keeps only what is its own: its routes, its records, its error body.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use serde_json::Value;
+
+use super::ListHooks;
+
+/// A failure a fake serves instead of (or after) a normal answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// This HTTP status with the application's error body; a 429 says `Retry-After: 1`.
+    Status(u16),
+    /// 429 with `Retry-After` in seconds (RFC 9110 §10.2.3, delay-seconds).
+    RetryAfterSeconds(u64),
+    /// 429 with `Retry-After` as an HTTP date this long from now (RFC 9110 §10.2.3,
+    /// HTTP-date; whole seconds).
+    RetryAfterDate(Duration),
+    /// Answer normally after this long (a timeout, for a client with a shorter one).
+    Delay(Duration),
+    /// Perform the write, then answer this status (the connection broke after the commit).
+    StoreThenFail(u16),
+    /// Perform the write, then take this long to answer: a client that gives up first never
+    /// learns the write happened.
+    StoreThenHang(Duration),
+    /// Perform the write, then answer with the stored entity as this function changes it
+    /// (bad data in an answer: an id of the wrong type, another record's id).
+    StoreThenTamper(fn(&mut Value)),
+    /// HTTP 200 carrying the application's own error envelope with this text (WorkflowMax's
+    /// `<Status>ERROR</Status>`, BlizWork's non-zero `resultCode`).
+    Envelope(String),
+    /// HTTP 200 with a body in no format the application uses.
+    Garbled,
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Every counted request but token requests.
+    Any,
+    /// List requests of any entity.
+    List,
+    /// List requests of one entity (the fake's own name for it: `Person`, `Client`...).
+    ListOf(&'static str),
+    Get,
+    Create,
+    Update,
+    Delete,
+    Token,
+    /// Requests of one kind the fake names (`customfield_put`, `trigger`...).
+    Kind(&'static str),
+}
+
+impl Target {
+    fn matches(self, kind: &str, entity: &str) -> bool {
+        match self {
+            Target::Any => kind != "token",
+            Target::List => kind == "list",
+            Target::ListOf(e) => kind == "list" && entity.eq_ignore_ascii_case(e),
+            Target::Get => kind == "get",
+            Target::Create => kind == "create",
+            Target::Update => kind == "update",
+            Target::Delete => kind == "delete",
+            Target::Token => kind == "token",
+            Target::Kind(k) => kind == k,
+        }
+    }
+}
+
+/// What remains to do once a write is stored: the part of a [`Fault`] that comes after.
+#[derive(Debug, Clone, Copy)]
+pub enum AfterStore {
+    Fail(u16),
+    Hang(Duration),
+    Tamper(fn(&mut Value)),
+}
+
+/// How a fake words its errors, so shared faults answer in the application's format.
+pub trait ErrorBody: Sync {
+    /// An error answer with this HTTP status.
+    fn status(&self, status: StatusCode, message: &str) -> Response;
+    /// HTTP 200 with the application's error envelope; `status(500)` for applications
+    /// without one.
+    fn envelope(&self, message: &str) -> Response {
+        self.status(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    /// HTTP 200 whose body is in no format the application uses.
+    fn garbled(&self) -> Response {
+        let mut r = Response::new(axum::body::Body::from("<html><body>Service Unavailable"));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/html"));
+        r
+    }
+}
+
+#[derive(Default)]
+struct State {
+    calls: HashMap<String, u64>,
+    log: Vec<(Instant, String)>,
+    faults: VecDeque<(Target, Fault)>,
+    clock: Option<DateTime<Utc>>,
+    zone: Option<FixedOffset>,
+    hooks: ListHooks<dyn FnOnce() + Send>,
+    malformed: Vec<String>,
+}
+
+/// The shared control of one fake: call counts by kind, queued faults, the fake's clock and
+/// time zone, hooks run during listings, and the off-contract requests it refused.
+#[derive(Default)]
+pub struct FakeControl {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for FakeControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeControl").finish_non_exhaustive()
+    }
+}
+
+impl FakeControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one request of `kind`; returns how many of that kind there have been.
+    pub fn count(&self, kind: &str) -> u64 {
+        let mut s = self.lock();
+        s.log.push((Instant::now(), kind.to_string()));
+        let n = s.calls.entry(kind.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Requests received of `kind`.
+    pub fn calls(&self, kind: &str) -> u64 {
+        self.lock().calls.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Every request but token requests.
+    pub fn api_calls(&self) -> u64 {
+        let s = self.lock();
+        s.calls
+            .iter()
+            .filter(|(k, _)| *k != "token")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Every count, by kind.
+    pub fn all_calls(&self) -> HashMap<String, u64> {
+        self.lock().calls.clone()
+    }
+
+    /// When each request of `kind` arrived, oldest first.
+    pub fn arrivals(&self, kind: &str) -> Vec<Instant> {
+        let s = self.lock();
+        s.log
+            .iter()
+            .filter(|(_, k)| k == kind)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Serves `fault` for the next request `target` matches.
+    pub fn fail_next(&self, target: Target, fault: Fault) {
+        self.lock().faults.push_back((target, fault));
+    }
+
+    /// Faults queued and not yet served.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.len()
+    }
+
+    fn take_fault(&self, kind: &str, entity: &str) -> Option<Fault> {
+        let mut s = self.lock();
+        let i = s.faults.iter().position(|(t, _)| t.matches(kind, entity))?;
+        s.faults.remove(i).map(|(_, f)| f)
+    }
+
+    /// Counts a request and serves the fault due for it, if any: `Err` is the answer to
+    /// give instead; `Ok(Some)` is what to do after storing the write. Delays sleep here.
+    pub async fn gate(
+        &self,
+        kind: &str,
+        entity: &str,
+        errors: &dyn ErrorBody,
+    ) -> Result<Option<AfterStore>, Response> {
+        self.count(kind);
+        self.serve_fault(kind, entity, errors).await
+    }
+
+    /// As [`gate`](Self::gate) for a request already counted.
+    pub async fn serve_fault(
+        &self,
+        kind: &str,
+        entity: &str,
+        errors: &dyn ErrorBody,
+    ) -> Result<Option<AfterStore>, Response> {
+        match self.take_fault(kind, entity) {
+            None => Ok(None),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
+            Some(Fault::StoreThenFail(s)) => Ok(Some(AfterStore::Fail(s))),
+            Some(Fault::StoreThenHang(d)) => Ok(Some(AfterStore::Hang(d))),
+            Some(Fault::StoreThenTamper(f)) => Ok(Some(AfterStore::Tamper(f))),
+            Some(Fault::Envelope(m)) => Err(errors.envelope(&m)),
+            Some(Fault::Garbled) => Err(errors.garbled()),
+            Some(Fault::Status(s)) => Err(status_answer(errors, s, Some("1".into()))),
+            Some(Fault::RetryAfterSeconds(n)) => {
+                Err(status_answer(errors, 429, Some(n.to_string())))
+            }
+            Some(Fault::RetryAfterDate(d)) => {
+                let at = Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
+                let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                Err(status_answer(errors, 429, Some(date)))
+            }
+        }
+    }
+
+    /// The fake's clock: the time set, or the real time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.lock().clock.unwrap_or_else(Utc::now)
+    }
+
+    /// The fixed time, if the clock is fixed.
+    pub fn fixed_clock(&self) -> Option<DateTime<Utc>> {
+        self.lock().clock
+    }
+
+    /// Fixes the clock (`None` follows the real time again).
+    pub fn set_clock(&self, t: Option<DateTime<Utc>>) {
+        self.lock().clock = t;
+    }
+
+    /// Moves a fixed clock on (a real clock moves by itself).
+    pub fn advance(&self, d: chrono::Duration) {
+        let mut s = self.lock();
+        if let Some(t) = s.clock.as_mut() {
+            *t += d;
+        }
+    }
+
+    /// The tenant's time zone, for applications that report local times without an offset.
+    /// `None` (the default) is UTC.
+    pub fn set_zone(&self, zone: Option<FixedOffset>) {
+        self.lock().zone = zone;
+    }
+
+    pub fn zone(&self) -> FixedOffset {
+        self.lock()
+            .zone
+            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"))
+    }
+
+    /// `t` as the tenant's wall-clock time.
+    pub fn local(&self, t: DateTime<Utc>) -> NaiveDateTime {
+        t.with_timezone(&self.zone()).naive_local()
+    }
+
+    /// A wall-clock time of the tenant as a point in time; `None` for a time the zone
+    /// cannot hold.
+    pub fn from_local(&self, t: NaiveDateTime) -> Option<DateTime<Utc>> {
+        t.and_local_timezone(self.zone())
+            .single()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    /// Runs `hook` just before the `n`-th list request (counted from 1 over the fake's
+    /// life) is answered.
+    pub fn before_list(&self, n: u64, hook: Box<dyn FnOnce() + Send>) {
+        self.lock().hooks.add(n, hook);
+    }
+
+    /// Counts a list request and runs the hooks due at it, outside the control's lock.
+    /// Returns the list request's number.
+    pub fn list_request(&self) -> u64 {
+        let n = self.count("list");
+        let due = self.lock().hooks.take_due(n);
+        for hook in due {
+            hook();
+        }
+        n
+    }
+
+    /// Notes an off-contract request the fake refused (what the contract says, and where).
+    pub fn refuse_off_contract(&self, what: &str) {
+        self.lock().malformed.push(what.to_string());
+    }
+
+    /// The off-contract requests refused so far.
+    pub fn off_contract(&self) -> Vec<String> {
+        self.lock().malformed.clone()
+    }
+}
+
+fn status_answer(errors: &dyn ErrorBody, status: u16, retry_after: Option<String>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = errors.status(code, "Injected failure");
+    if status == 429 {
+        if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            r.headers_mut().insert("Retry-After", v);
+        }
+    }
+    r
+}
+
+/// Finishes a write's answer once it is stored: `ok` answers with the stored entity, unless
+/// a fault says to fail, hang first or change what is answered.
+pub async fn answer_stored(
+    after: Option<AfterStore>,
+    stored: Value,
+    errors: &dyn ErrorBody,
+    ok: impl FnOnce(Value) -> Response,
+) -> Response {
+    match after {
+        None => ok(stored),
+        Some(AfterStore::Fail(s)) => {
+            let code = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            errors.status(code, "The connection was reset")
+        }
+        Some(AfterStore::Hang(d)) => {
+            tokio::time::sleep(d).await;
+            ok(stored)
+        }
+        Some(AfterStore::Tamper(f)) => {
+            let mut v = stored;
+            f(&mut v);
+            ok(v)
+        }
+    }
+}
