@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use common::{backends, connection, org, Hub};
-use ferry_connectors::superoffice::fake::{Failure, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{Fault, FakeSuperOffice, Target};
 use ferry_framework::config::{ConflictPolicy, EntitySelection, Settings};
 use ferry_framework::hub::HubModel;
 use ferry_framework::secrets::Cipher;
@@ -355,18 +355,18 @@ async fn run_sequence(url: &str, seed: u64, len: usize) {
                 m.sync(x, t);
             }
             Op::FailWrite(x) if m.armed[x].is_none() => {
-                w.so[x].fail_next(Target::Update, Failure::Status(400));
+                w.so[x].fail_next(Target::Update, Fault::Status(400));
                 m.armed[x] = Some(Armed::Refuse);
             }
             Op::LoseAnswer(x) if m.armed[x].is_none() => {
                 // The retry meets the same: the run learns nothing of either write.
-                w.so[x].fail_next(Target::Update, Failure::AfterCommit);
-                w.so[x].fail_next(Target::Update, Failure::AfterCommit);
+                w.so[x].fail_next(Target::Update, Fault::StoreThenFail(500));
+                w.so[x].fail_next(Target::Update, Fault::StoreThenFail(500));
                 m.armed[x] = Some(Armed::LoseAnswer);
             }
             Op::Kill(x) if m.would_write(x) => {
                 let hang = std::time::Duration::from_secs(30);
-                w.so[x].fail_next(Target::Update, Failure::CommitThenHang(hang));
+                w.so[x].fail_next(Target::Update, Fault::StoreThenHang(hang));
                 let stop = w.engine.interrupter();
                 let opts = SyncOptions::default();
                 let run = w.engine.run(&w.conns[x], &opts, &|_| {});

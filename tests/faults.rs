@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_connectors::superoffice::fake::{self as so_fake, Failure, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{self as so_fake, Fault, FakeSuperOffice, Target};
 use ferry_connectors::workflowmax::fake::{self as wfm_fake, FakeWorkflowMax};
 use ferry_framework::runtime::worker;
 use ferry_framework::store::jobs::status;
@@ -559,7 +559,7 @@ async fn shutdown_interrupts_a_hung_job_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     for db in common::backends(dir.path()) {
         let a = apps().await;
-        a.so.fail_next(Target::List, Failure::Delay(Duration::from_secs(60)));
+        a.so.fail_next(Target::List, Fault::Delay(Duration::from_secs(60)));
         let s = served(
             &db,
             &a,
@@ -705,7 +705,7 @@ async fn malformed_write_answers_are_per_record_errors_that_clear() {
         h.sync_wfm().await;
         h.so.fail_next(
             Target::Create,
-            Failure::CommitThenTamper(|v| v["ContactId"] = json!({"not": "an id"})),
+            Fault::StoreThenTamper(|v| v["ContactId"] = json!({"not": "an id"})),
         );
         let first = h.sync_so().await;
         assert!(first.has_errors(), "the unreadable answer is an error");
@@ -732,7 +732,7 @@ async fn malformed_write_answers_are_per_record_errors_that_clear() {
         h.sync_wfm().await;
         h.so.fail_next(
             Target::Update,
-            Failure::CommitThenTamper(|v| v["ContactId"] = json!(424242)),
+            Fault::StoreThenTamper(|v| v["ContactId"] = json!(424242)),
         );
         let third = h.sync_so().await;
         assert!(
@@ -1057,23 +1057,24 @@ where
 /// after the fault, runs settle with each record held exactly once, at its latest values.
 #[tokio::test(flavor = "multi_thread")]
 async fn injected_api_faults_on_writes_lose_and_duplicate_nothing() {
-    use ferry_connectors::workflowmax::fake::{Failure as WFail, Target as WTarget};
     let so_faults = [
-        Failure::Status(500),
-        Failure::Status(503),
-        Failure::Status(429),
-        Failure::Status(401),
-        Failure::Status(403),
-        Failure::AfterCommit,
-        Failure::CommitThenHang(Duration::from_millis(2500)),
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Status(429),
+        Fault::Status(401),
+        Fault::Status(403),
+        Fault::StoreThenFail(500),
+        Fault::StoreThenHang(Duration::from_millis(2500)),
     ];
     let wfm_faults = [
-        WFail::Status(500),
-        WFail::Status(503),
-        WFail::Status(429),
-        WFail::Status(401),
-        WFail::Error("The server is busy".into()),
-        WFail::Malformed,
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Status(429),
+        Fault::Status(401),
+        Fault::Envelope("The server is busy".into()),
+        Fault::Garbled,
+        Fault::StoreThenFail(500),
+        Fault::StoreThenHang(Duration::from_millis(2500)),
     ];
     let dir = tempfile::tempdir().unwrap();
     for db in common::backends(dir.path()) {
@@ -1107,12 +1108,12 @@ async fn injected_api_faults_on_writes_lose_and_duplicate_nothing() {
         }
         // Into WorkflowMax: SuperOffice contacts become clients.
         for (k, fault) in wfm_faults.iter().enumerate() {
-            for target in [WTarget::Create, WTarget::Update] {
+            for target in [Target::Create, Target::Update] {
                 let name = format!("WFM fault {k} {target:?}");
                 let id = h.so.add_contact(&name, "", "");
                 h.sync_so().await;
                 let mut want = name.clone();
-                if target == WTarget::Update {
+                if target == Target::Update {
                     f.wrong_exits += usize::from(!settles(3, || h.sync_wfm()).await);
                     want = format!("{name} v2");
                     h.so.edit("Contact", id, json!({"Name": want}));

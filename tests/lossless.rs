@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use common::{backends, connection, org, quick_limits, Hub};
-use ferry_connectors::superoffice::fake::{Failure, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{Fault, FakeSuperOffice, Target};
 use ferry_connectors::workflowmax::fake::FakeWorkflowMax;
 use ferry_framework::config::{ConflictPolicy, EntitySelection, Settings};
 use ferry_framework::hub::HubModel;
@@ -463,7 +463,7 @@ async fn a_deferred_push_survives_the_next_pull() {
         o.sync().await;
         let c2 = a.add_contact("Beta AS", "", "");
         a.edit("Person", p, json!({"Contact": {"ContactId": c2}}));
-        b.fail_next(Target::Create, Failure::Status(500));
+        b.fail_next(Target::Create, Fault::Status(500));
         o.sync().await;
         o.sync().await;
         let b_beta = text(&so_contact_named(b, "Beta AS"), "ContactId");
@@ -712,8 +712,8 @@ async fn a_write_whose_answer_was_lost_never_reverts_a_newer_edit() {
             .unwrap();
         // The write to A lands at +200, but its answer (and the retry's) never comes.
         a.set_clock(Some(start + Duration::seconds(200)));
-        a.fail_next(Target::Update, Failure::AfterCommit);
-        a.fail_next(Target::Update, Failure::AfterCommit);
+        a.fail_next(Target::Update, Fault::StoreThenFail(500));
+        a.fail_next(Target::Update, Fault::StoreThenFail(500));
         let opts = SyncOptions::default();
         o.engine.run(&o.conns[0], &opts, &|_| {}).await.unwrap();
         assert_eq!(a.contact(ida).unwrap()["Department"], "Older");
@@ -859,7 +859,7 @@ async fn the_lease_lives_with_the_run_and_an_interrupted_run_releases_it() {
         o.so[0].add_contact("Slow AS", "", "");
         o.so[0].fail_next(
             Target::List,
-            Failure::Delay(std::time::Duration::from_secs(3)),
+            Fault::Delay(std::time::Duration::from_secs(3)),
         );
         let other = engine(&db, 100);
         let cid = o.conns[0].connection_id;
@@ -998,7 +998,7 @@ async fn a_lost_create_of_a_person_without_email_is_not_duplicated() {
             None,
             json!({"first_name": "Per", "last_name": "Utenpost", "organization_id": org}),
         );
-        so.fail_next(Target::Create, Failure::AfterCommit);
+        so.fail_next(Target::Create, Fault::StoreThenFail(500));
         o.sync().await;
         o.sync().await;
         o.sync().await;
@@ -1028,7 +1028,7 @@ async fn a_lost_create_then_a_hub_rename_is_not_duplicated() {
         let o = setup(&db, Setup::default()).await;
         let so = &o.so[0];
         let uid = o.put("Organization", None, json!({"name": "Gamma AS"}));
-        so.fail_next(Target::Create, Failure::AfterCommit);
+        so.fail_next(Target::Create, Fault::StoreThenFail(500));
         o.sync().await;
         o.put(
             "Organization",
@@ -1259,8 +1259,8 @@ async fn a_failed_hub_win_is_not_reverted_by_an_edit_to_another_field() {
         o.so[0].edit("Contact", a, json!({"Name": "Win (A)"}));
         o.so[1].set_clock(Some(start + Duration::seconds(602)));
         o.so[1].edit("Contact", b, json!({"Name": "Win (B)"}));
-        o.so[0].fail_next(Target::Update, Failure::Status(500));
-        o.so[0].fail_next(Target::Update, Failure::Status(500));
+        o.so[0].fail_next(Target::Update, Fault::Status(500));
+        o.so[0].fail_next(Target::Update, Fault::Status(500));
         o.sync().await;
         o.so[0].set_clock(Some(start + Duration::seconds(700)));
         o.so[0].edit("Contact", a, json!({"Department": "Ops"}));
@@ -1291,7 +1291,7 @@ async fn a_deferred_move_whose_target_is_edited_meanwhile_arrives() {
         o.sync().await;
         let c2 = a.add_contact("Beta AS", "", "");
         a.edit("Person", p, json!({"Contact": {"ContactId": c2}}));
-        b.fail_next(Target::Create, Failure::Status(500));
+        b.fail_next(Target::Create, Fault::Status(500));
         o.sync().await;
         a.edit("Contact", c2, json!({"Name": "Beta Holding AS"}));
         a.edit("Person", p, json!({"Title": "CTO"}));
@@ -1454,12 +1454,12 @@ async fn failures_mid_listing_and_mid_push_lose_nothing() {
         a.before_list(
             n + 2,
             Box::new(|f| {
-                f.fail_next(Target::List, Failure::Status(500));
-                f.fail_next(Target::List, Failure::Status(500));
+                f.fail_next(Target::List, Fault::Status(500));
+                f.fail_next(Target::List, Fault::Status(500));
             }),
         );
-        b.fail_next(Target::Update, Failure::Status(400));
-        b.fail_next(Target::Update, Failure::Status(429));
+        b.fail_next(Target::Update, Fault::Status(400));
+        b.fail_next(Target::Update, Fault::Status(429));
         o.sync().await;
         o.sync().await;
         o.sync().await;
@@ -1749,8 +1749,8 @@ async fn lost_update_then_user_edit_same_field() {
             let idb = b_contact_id(&o, "Echo AS");
             let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
             set_hub(&o, &uid, "department", json!("Hub"));
-            a.fail_next(Target::Update, Failure::AfterCommit);
-            a.fail_next(Target::Update, Failure::AfterCommit);
+            a.fail_next(Target::Update, Fault::StoreThenFail(500));
+            a.fail_next(Target::Update, Fault::StoreThenFail(500));
             run_a(&o).await;
             assert_eq!(a.contact(ida).unwrap()["Department"], "Hub");
             a.set_clock(Some(Utc::now() + Duration::seconds(60)));
@@ -1791,8 +1791,8 @@ async fn refused_update_then_user_sets_refused_value_after(lost_first: bool) {
         let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
         let before = if lost_first {
             set_hub(&o, &uid, "department", json!("X"));
-            a.fail_next(Target::Update, Failure::AfterCommit);
-            a.fail_next(Target::Update, Failure::AfterCommit);
+            a.fail_next(Target::Update, Fault::StoreThenFail(500));
+            a.fail_next(Target::Update, Fault::StoreThenFail(500));
             run_a(&o).await;
             assert_eq!(a.contact(ida).unwrap()["Department"], "X");
             "X"
@@ -1800,8 +1800,8 @@ async fn refused_update_then_user_sets_refused_value_after(lost_first: bool) {
             ""
         };
         set_hub(&o, &uid, "department", json!("Y"));
-        a.fail_next(Target::Update, Failure::Status(400));
-        a.fail_next(Target::Update, Failure::Status(400));
+        a.fail_next(Target::Update, Fault::Status(400));
+        a.fail_next(Target::Update, Fault::Status(400));
         run_a(&o).await;
         assert_eq!(a.contact(ida).unwrap()["Department"], before, "refused");
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -1835,12 +1835,12 @@ async fn lost_then_refused_update_is_retried() {
         let idb = b_contact_id(&o, "Echo AS");
         let uid = o.hub_named("Organization", "name", "Echo AS").unwrap().uid;
         set_hub(&o, &uid, "department", json!("X"));
-        a.fail_next(Target::Update, Failure::AfterCommit);
-        a.fail_next(Target::Update, Failure::AfterCommit);
+        a.fail_next(Target::Update, Fault::StoreThenFail(500));
+        a.fail_next(Target::Update, Fault::StoreThenFail(500));
         run_a(&o).await;
         set_hub(&o, &uid, "department", json!("Y"));
-        a.fail_next(Target::Update, Failure::Status(500));
-        a.fail_next(Target::Update, Failure::Status(500));
+        a.fail_next(Target::Update, Fault::Status(500));
+        a.fail_next(Target::Update, Fault::Status(500));
         run_a(&o).await;
         a.set_clock(Some(Utc::now() + Duration::seconds(60)));
         a.edit("Contact", ida, json!({"OrgNr": "U2"}));
@@ -1878,8 +1878,8 @@ async fn two_lost_creates_of_identical_records() {
                 json!({"first_name": "Twin", "last_name": "Same", "organization_id": org}),
             );
         }
-        so.fail_next(Target::Create, Failure::AfterCommit);
-        so.fail_next(Target::Create, Failure::AfterCommit);
+        so.fail_next(Target::Create, Fault::StoreThenFail(500));
+        so.fail_next(Target::Create, Fault::StoreThenFail(500));
         o.sync().await;
         o.sync().await;
         o.sync().await;
@@ -1912,7 +1912,7 @@ async fn lost_create_then_user_edits_it() {
             None,
             json!({"name": "Delta AS", "org_number": "D1"}),
         );
-        so.fail_next(Target::Create, Failure::AfterCommit);
+        so.fail_next(Target::Create, Fault::StoreThenFail(500));
         o.sync().await;
         let id = contact_id(&so_contact_named(so, "Delta AS"));
         so.set_clock(Some(Utc::now() + Duration::seconds(60)));
@@ -1942,7 +1942,7 @@ async fn lost_create_then_hub_clears_a_field() {
             None,
             json!({"name": "Epsilon AS", "org_number": "E1", "department": "Ops"}),
         );
-        so.fail_next(Target::Create, Failure::AfterCommit);
+        so.fail_next(Target::Create, Fault::StoreThenFail(500));
         o.sync().await;
         o.put(
             "Organization",
@@ -2073,11 +2073,11 @@ async fn hub_wins_conflict_push_fails_then_other_field_edit() {
             a.edit("Contact", ida, json!({"Department": "App"}));
             set_hub(&o, &uid, "department", json!("Hub"));
             if refuse {
-                a.fail_next(Target::Update, Failure::Status(500));
-                a.fail_next(Target::Update, Failure::Status(500));
+                a.fail_next(Target::Update, Fault::Status(500));
+                a.fail_next(Target::Update, Fault::Status(500));
             } else {
-                a.fail_next(Target::Update, Failure::AfterCommit);
-                a.fail_next(Target::Update, Failure::AfterCommit);
+                a.fail_next(Target::Update, Fault::StoreThenFail(500));
+                a.fail_next(Target::Update, Fault::StoreThenFail(500));
             }
             run_a(&o).await;
             a.set_clock(Some(Utc::now() + Duration::seconds(60)));

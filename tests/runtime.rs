@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ferry_connectors::superoffice::fake::{self, Failure, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{self, Fault, FakeSuperOffice, Target};
 use ferry_framework::runtime::{SyncJob, SYNC};
 use ferry_framework::store::jobs::{status, NewJob};
 use ferry_framework::store::orgs::now;
@@ -212,7 +212,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_another_without_duplicates() {
         // The first create is stored by the application, but its answer never comes back.
         fake.fail_next(
             Target::Create,
-            Failure::CommitThenHang(Duration::from_secs(60)),
+            Fault::StoreThenHang(Duration::from_secs(60)),
         );
         let job = enqueue(&store, "acme");
         let mut first = ferry(ws.path(), &["worker"]);

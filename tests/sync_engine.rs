@@ -7,7 +7,7 @@ use common::Hub as _;
 
 use chrono::{Duration, SubsecRound, Utc};
 use common::{backends, env, Opts};
-use ferry_connectors::superoffice::fake::{Failure, Target};
+use ferry_connectors::superoffice::fake::{Fault, Target};
 use ferry_framework::config::ConflictPolicy;
 use ferry_framework::store::idmaps::{IdMapFilter, LinkState};
 use ferry_framework::sync::SyncOptions;
@@ -232,7 +232,7 @@ async fn a_failure_after_the_external_create_never_duplicates_the_record() {
         let e = env(&url, Opts::default()).await;
         e.put("Organization", None, json!({"name": "Crash Safe AS"}));
         // SuperOffice stores the contact, then the connection breaks before Ferry hears back.
-        e.fake.fail_next(Target::Create, Failure::AfterCommit);
+        e.fake.fail_next(Target::Create, Fault::StoreThenFail(500));
         let r = e.sync().await;
         assert_eq!(e.counts(&r, "organization").errors, 1);
         assert_eq!(
@@ -470,7 +470,7 @@ async fn rate_limits_and_expired_tokens_are_handled() {
         e.fake.add_contact("Patient AS", "", "");
         e.sync().await;
         e.fake.expire_tokens();
-        e.fake.fail_next(Target::List, Failure::Status(429));
+        e.fake.fail_next(Target::List, Fault::Status(429));
         e.put("Organization", None, json!({"name": "After Refresh AS"}));
         let r = e.sync().await;
         assert!(!r.has_errors(), "{r:?}");
@@ -502,9 +502,9 @@ async fn one_failing_entity_does_not_stop_the_others() {
             .await;
         assert!(!r.has_errors());
         e.fake
-            .fail_next(Target::ListOf("Person"), Failure::Status(500));
+            .fail_next(Target::ListOf("Person"), Fault::Status(500));
         e.fake
-            .fail_next(Target::ListOf("Person"), Failure::Status(500));
+            .fail_next(Target::ListOf("Person"), Fault::Status(500));
         e.put("Organization", None, json!({"name": "Pushed Anyway AS"}));
         let r = e.sync().await;
         assert_eq!(r.status.as_str(), "partial", "{r:?}");
@@ -535,10 +535,10 @@ async fn a_listing_that_fails_midway_keeps_the_pages_before_it_and_finishes_next
         // Page 1 answers; page 2 fails on both attempts the harness allows.
         e.fake.fail_next(
             Target::List,
-            Failure::Delay(std::time::Duration::from_millis(1)),
+            Fault::Delay(std::time::Duration::from_millis(1)),
         );
-        e.fake.fail_next(Target::List, Failure::Status(500));
-        e.fake.fail_next(Target::List, Failure::Status(500));
+        e.fake.fail_next(Target::List, Fault::Status(500));
+        e.fake.fail_next(Target::List, Fault::Status(500));
         let only_orgs = || SyncOptions {
             entities: vec!["organization".into()],
             ..Default::default()

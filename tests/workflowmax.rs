@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use common::{backends, counts, hubbed, quick_limits};
-use ferry_connectors::workflowmax::fake::{Failure, Limits, Target};
+use ferry_connectors::workflowmax::fake::{Fault, Limits, Target};
 use ferry_framework::connector::{self, ConnectionContext};
 use ferry_framework::entity::PageRequest;
 use ferry_framework::http::rate::{RateBudget, RateLimits};
@@ -276,7 +276,7 @@ async fn an_http_200_error_status_is_recorded_on_the_id_map_and_the_rest_go_on()
         }
         e.wfm.fail_next(
             Target::Create,
-            Failure::Error("Invalid field value: Name".into()),
+            Fault::Envelope("Invalid field value: Name".into()),
         );
         let r = e.sync_wfm().await;
         assert_eq!(r.status.as_str(), "partial", "{r:?}");
@@ -299,7 +299,7 @@ async fn an_http_200_error_status_is_recorded_on_the_id_map_and_the_rest_go_on()
         // Malformed XML for one record's custom fields fails that record only.
         let extra = e.wfm.add_client("Broken", json!({}));
         e.wfm.set_custom(&extra, "Industry", "x");
-        e.wfm.fail_next(Target::CustomFields, Failure::Malformed);
+        e.wfm.fail_next(Target::Kind("customfield_get"), Fault::Garbled);
         let r = e.sync_wfm().await;
         let c = counts(&r, "client");
         assert_eq!(c.created_in_app, 1, "the failed create is retried: {r:?}");
@@ -397,7 +397,7 @@ async fn incremental_reads_page_and_filter_by_modifiedsince() {
         );
 
         // A 429 with Retry-After is waited out, not failed.
-        e.wfm.fail_next(Target::List, Failure::Status(429));
+        e.wfm.fail_next(Target::List, Fault::Status(429));
         let r = e.sync_wfm().await;
         assert_eq!(r.status.as_str(), "success", "{r:?}");
         assert_eq!(e.wfm.rate_report().2, 0, "an injected 429 is not a refusal");

@@ -560,7 +560,7 @@ async fn gate(
     entity: &str,
 ) -> Result<(InFlight, Option<AfterStore>), Box<Response>> {
     if kind == "list" {
-        fake.control.list_request();
+        fake.control.list_request("list");
     } else {
         fake.control.count(kind);
     }
@@ -1447,5 +1447,14 @@ impl AppUser for FakeWorkflowMax {
     /// WorkflowMax reports no update times (`modifiedsince` is a UTC filter only).
     fn reports_times(&self) -> bool {
         false
+    }
+
+    fn waiting(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        vec![(
+            "idle_run_writes_nothing",
+            "",
+            "issue 17 (budget: read custom fields only for records that changed): every \
+             listed client's custom fields are read with a GET",
+        )]
     }
 }

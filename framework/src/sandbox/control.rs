@@ -281,10 +281,10 @@ impl FakeControl {
         self.lock().hooks.add(n, hook);
     }
 
-    /// Counts a list request and runs the hooks due at it, outside the control's lock.
-    /// Returns the list request's number.
-    pub fn list_request(&self) -> u64 {
-        let n = self.count("list");
+    /// Counts a list request (of the fake's `kind` for them) and runs the hooks due at it,
+    /// outside the control's lock. Returns the list request's number.
+    pub fn list_request(&self, kind: &str) -> u64 {
+        let n = self.count(kind);
         let due = self.lock().hooks.take_due(n);
         for hook in due {
             hook();

@@ -104,6 +104,11 @@ pub trait AppUser: Send + Sync {
     fn readable(&self) -> bool {
         true
     }
+    /// Whether the application lists records page by page (false when one call answers
+    /// them all).
+    fn pages(&self) -> bool {
+        true
+    }
     /// The fake's names for its kinds of call (as counted by its [`FakeControl`]).
     fn call_kinds(&self) -> CallKinds {
         CallKinds::default()

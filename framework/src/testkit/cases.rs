@@ -65,6 +65,16 @@ fn needs_reads(b: &Bench) -> Res {
     }
 }
 
+/// Not applicable when the application lists every record in one call (no pages).
+fn needs_pages(b: &Bench) -> Res {
+    if b.user().pages() {
+        return Ok(());
+    }
+    Err(CaseError::NotApplicable(
+        "the application lists every record in one call".into(),
+    ))
+}
+
 /// Records the user creates in the application before a case: their names.
 fn seed_app(b: &Bench, prefix: &str, n: usize) -> Vec<(String, String)> {
     (1..=n)
@@ -184,6 +194,7 @@ async fn unmapped_data_survives_update(b: &mut Bench) -> Res {
 /// other record be skipped.
 async fn changes_during_listing(b: &mut Bench) -> Res {
     needs_reads(b)?;
+    needs_pages(b)?;
     let seeded = seed_app(b, "Listed", 6);
     b.sync_clean().await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -218,6 +229,7 @@ async fn changes_during_listing(b: &mut Bench) -> Res {
 /// between pages: the next run reads every one of them, each once.
 async fn shared_update_time_interrupted(b: &mut Bench) -> Res {
     needs_reads(b)?;
+    needs_pages(b)?;
     seed_app(b, "Before", 1);
     b.sync_clean().await?;
     let t = chrono::Utc::now() + chrono::Duration::seconds(2);
