@@ -23,7 +23,10 @@ async fn kit(name: &str) {
         };
         let report = testkit::run(c.as_ref(), &cfg).await.unwrap();
         for [case, variant, result, detail] in testkit::table(&report) {
-            eprintln!("KIT | {name} | {} | {case} | {variant} | {result} | {detail}", report.backend);
+            eprintln!(
+                "KIT | {name} | {} | {case} | {variant} | {result} | {detail}",
+                report.backend
+            );
         }
         assert!(
             report.passed(),
@@ -162,7 +165,11 @@ async fn the_kit_fails_a_connector_that_drops_updates() {
     // The forgetful connector reads SuperOffice's mappings under its own name.
     let base = dir.path().join("repo");
     std::fs::create_dir_all(base.join("config")).unwrap();
-    std::fs::copy(common::repo().join("config/hub.yml"), base.join("config/hub.yml")).unwrap();
+    std::fs::copy(
+        common::repo().join("config/hub.yml"),
+        base.join("config/hub.yml"),
+    )
+    .unwrap();
     std::fs::create_dir_all(base.join("mappers/forgetful")).unwrap();
     for f in ["contact.yml", "person.yml"] {
         std::fs::copy(

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use common::{backends, connection, org, Hub};
-use ferry_connectors::superoffice::fake::{Fault, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{FakeSuperOffice, Fault, Target};
 use ferry_framework::config::{ConflictPolicy, EntitySelection, Settings};
 use ferry_framework::hub::HubModel;
 use ferry_framework::secrets::Cipher;

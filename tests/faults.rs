@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_connectors::superoffice::fake::{self as so_fake, Fault, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{self as so_fake, FakeSuperOffice, Fault, Target};
 use ferry_connectors::workflowmax::fake::{self as wfm_fake, FakeWorkflowMax};
 use ferry_framework::runtime::worker;
 use ferry_framework::store::jobs::status;

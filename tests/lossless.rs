@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use common::{backends, connection, org, quick_limits, Hub};
-use ferry_connectors::superoffice::fake::{Fault, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{FakeSuperOffice, Fault, Target};
 use ferry_connectors::workflowmax::fake::FakeWorkflowMax;
 use ferry_framework::config::{ConflictPolicy, EntitySelection, Settings};
 use ferry_framework::hub::HubModel;
@@ -657,6 +657,8 @@ async fn a_lossy_rule_never_rewrites_a_field_that_did_not_change() {
         assert_eq!(ingrid["Title"], "Director");
         let m = o.wfm().contact(&mary).unwrap();
         assert_eq!(m["Name"], "Mary Ann Smith", "{}", &*db);
+        // The job title goes as the contact's position at its client (`Positions`).
+        assert_eq!(m["Position"], "Director", "{}", &*db);
         // A last name changed in the hub keeps the first name WorkflowMax holds.
         let h = o.hub_named("Person", "email", "mary@acme.example").unwrap();
         let mut data = h.data.clone();

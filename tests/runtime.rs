@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ferry_connectors::superoffice::fake::{self, Fault, FakeSuperOffice, Target};
+use ferry_connectors::superoffice::fake::{self, FakeSuperOffice, Fault, Target};
 use ferry_framework::runtime::{SyncJob, SYNC};
 use ferry_framework::store::jobs::{status, NewJob};
 use ferry_framework::store::orgs::now;

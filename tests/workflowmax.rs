@@ -299,7 +299,8 @@ async fn an_http_200_error_status_is_recorded_on_the_id_map_and_the_rest_go_on()
         // Malformed XML for one record's custom fields fails that record only.
         let extra = e.wfm.add_client("Broken", json!({}));
         e.wfm.set_custom(&extra, "Industry", "x");
-        e.wfm.fail_next(Target::Kind("customfield_get"), Fault::Garbled);
+        e.wfm
+            .fail_next(Target::Kind("customfield_get"), Fault::Garbled);
         let r = e.sync_wfm().await;
         let c = counts(&r, "client");
         assert_eq!(c.created_in_app, 1, "the failed create is retried: {r:?}");

@@ -185,6 +185,20 @@ pub trait ExternalClient: Send + Sync {
     async fn update(&self, entity: &EntityDef, id: &str, fields: &Value)
         -> Result<Value, ApiError>;
 
+    /// [`update`](Self::update) of a part of a complex entity, told the external id of its
+    /// parent record as the application last reported it (a WorkflowMax contact's client),
+    /// for applications whose update addresses a part through its parent. The parent is
+    /// what was read, never a hub value, so it cannot undo a move made in the application.
+    async fn update_in(
+        &self,
+        entity: &EntityDef,
+        id: &str,
+        _parent: Option<&str>,
+        fields: &Value,
+    ) -> Result<Value, ApiError> {
+        self.update(entity, id, fields).await
+    }
+
     /// Finds a record that already holds these fields (used to finish an interrupted
     /// create without duplicating it).
     async fn find_match(

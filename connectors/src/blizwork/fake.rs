@@ -261,13 +261,17 @@ async fn api(
     };
     let (answer, extra) = match run_op(&fake, &op, &body) {
         Ok(answer) => answer,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     answer_stored(after, extra, &BwErrors, |extra| envelope(0, answer, extra)).await
 }
 
 /// Performs one operation; `Ok` is the success message and the envelope's other members.
-fn run_op(fake: &FakeBlizWork, op: &str, body: &Value) -> Result<(&'static str, Value), Response> {
+fn run_op(
+    fake: &FakeBlizWork,
+    op: &str,
+    body: &Value,
+) -> Result<(&'static str, Value), Box<Response>> {
     let (now, zone) = (fake.control.now(), fake.control.zone());
     let mut g = fake.lock();
     let with_updated_on = !g.no_updated_on;
@@ -278,7 +282,7 @@ fn run_op(fake: &FakeBlizWork, op: &str, body: &Value) -> Result<(&'static str, 
             .to_string()
     };
     if text("userId").is_empty() {
-        return Err(envelope(2, "userId is required", json!({})));
+        return Err(Box::new(envelope(2, "userId is required", json!({}))));
     }
     let process_id = if op == "init" || op == "exec" {
         text("workflowId")
@@ -286,18 +290,18 @@ fn run_op(fake: &FakeBlizWork, op: &str, body: &Value) -> Result<(&'static str, 
         text("processId")
     };
     if (op == "init" || op == "exec") && text("companyId") != COMPANY_ID {
-        return Err(envelope(
+        return Err(Box::new(envelope(
             2,
             "The user has no permission in this company",
             json!({}),
-        ));
+        )));
     }
     let Some(p) = g.processes.get_mut(&process_id) else {
-        return Err(envelope(
+        return Err(Box::new(envelope(
             3,
             &format!("Process {process_id:?} not found"),
             json!({}),
-        ));
+        )));
     };
     let number = body.get("caseNumber").and_then(Value::as_i64);
     match op {
@@ -322,15 +326,15 @@ fn run_op(fake: &FakeBlizWork, op: &str, body: &Value) -> Result<(&'static str, 
         "exec" => {
             let form = text("formId");
             if !p.forms.contains(&form) {
-                return Err(envelope(
+                return Err(Box::new(envelope(
                     4,
                     &format!("Form {form:?} is not an activity of {process_id}"),
                     json!({}),
-                ));
+                )));
             }
             let forms = p.forms.clone();
             let Some(c) = number.and_then(|n| p.cases.get_mut(&n)) else {
-                return Err(envelope(3, "Case not found", json!({})));
+                return Err(Box::new(envelope(3, "Case not found", json!({}))));
             };
             if let Some(Value::Object(data)) = body.get("formData") {
                 for (k, v) in data {
@@ -367,9 +371,9 @@ fn run_op(fake: &FakeBlizWork, op: &str, body: &Value) -> Result<(&'static str, 
                 let doc = case_doc(&process_id, n, c, with_updated_on, zone);
                 Ok(("OK", json!({ "payload": doc })))
             }
-            None => Err(envelope(3, "Case not found", json!({}))),
+            None => Err(Box::new(envelope(3, "Case not found", json!({})))),
         },
-        _ => Err(envelope(9, "Unknown operation", json!({}))),
+        _ => Err(Box::new(envelope(9, "Unknown operation", json!({})))),
     }
 }
 

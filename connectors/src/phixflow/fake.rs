@@ -155,7 +155,7 @@ async fn trigger(
     };
     let (status, answer) = match store(&fake, &flow, &body) {
         Ok(answer) => answer,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     answer_stored(after, answer, &PfErrors, |v| {
         (status, Json(v)).into_response()
@@ -165,10 +165,18 @@ async fn trigger(
 
 /// Runs the actionflow on one record: stores it unless the flow fails it; answers as the
 /// flow's mode says (the result, or a process to poll).
-fn store(fake: &FakePhixFlow, flow: &str, body: &[u8]) -> Result<(StatusCode, Value), Response> {
+fn store(
+    fake: &FakePhixFlow,
+    flow: &str,
+    body: &[u8],
+) -> Result<(StatusCode, Value), Box<Response>> {
     let record: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => return Err(PfErrors.status(StatusCode::BAD_REQUEST, "The body must be a JSON object")),
+        _ => {
+            return Err(Box::new(
+                PfErrors.status(StatusCode::BAD_REQUEST, "The body must be a JSON object"),
+            ))
+        }
     };
     let outcome = if holds_fail(&record) {
         Err(format!(

@@ -444,6 +444,7 @@ impl WorkflowMaxClient {
         &self,
         entity: &EntityDef,
         id: Option<&str>,
+        parent: Option<&str>,
         fields: &Value,
     ) -> Result<Value, ApiError> {
         if let Some(what) = xml::unsendable(fields) {
@@ -496,7 +497,7 @@ impl WorkflowMaxClient {
                             self.refuse_move(id, to).await?;
                         }
                         self.complete_name(id, &mut body).await?;
-                        Self::as_position(&mut body, named.as_deref())?;
+                        Self::as_position(&mut body, named.as_deref().or(parent))?;
                         (Method::PUT, format!("client.api/contact/{id}"), named)
                     }
                 };
@@ -611,7 +612,7 @@ impl ExternalClient for WorkflowMaxClient {
     }
 
     async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
-        self.write(entity, None, fields).await
+        self.write(entity, None, None, fields).await
     }
 
     async fn update(
@@ -620,7 +621,19 @@ impl ExternalClient for WorkflowMaxClient {
         id: &str,
         fields: &Value,
     ) -> Result<Value, ApiError> {
-        self.write(entity, Some(id), fields).await
+        self.write(entity, Some(id), None, fields).await
+    }
+
+    /// A contact's job title is its position at its client: the update names the client it
+    /// was last read under.
+    async fn update_in(
+        &self,
+        entity: &EntityDef,
+        id: &str,
+        parent: Option<&str>,
+        fields: &Value,
+    ) -> Result<Value, ApiError> {
+        self.write(entity, Some(id), parent, fields).await
     }
 
     async fn find_match(

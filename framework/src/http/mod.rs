@@ -292,3 +292,26 @@ impl TokenStore {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn after(v: &str) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        retry_after(&h)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(after("120"), Some(Duration::from_secs(120)));
+        let soon = std::time::SystemTime::now() + Duration::from_secs(90);
+        let wait = after(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(wait > Duration::from_secs(88) && wait <= Duration::from_secs(90));
+        // A date already past is no wait; nonsense is no Retry-After at all.
+        assert_eq!(after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(after("soon"), None);
+    }
+}

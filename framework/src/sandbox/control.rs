@@ -339,3 +339,84 @@ pub async fn answer_stored(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Plain;
+
+    impl ErrorBody for Plain {
+        fn status(&self, status: StatusCode, message: &str) -> Response {
+            let mut r = Response::new(axum::body::Body::from(message.to_string()));
+            *r.status_mut() = status;
+            r
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_go_to_the_requests_they_target_in_order() {
+        let c = FakeControl::default();
+        c.fail_next(Target::ListOf("Person"), Fault::Status(503));
+        c.fail_next(Target::Create, Fault::StoreThenFail(500));
+        c.fail_next(Target::Any, Fault::Status(500));
+        // A token request is not "any" request, and a Contact list not a Person one.
+        assert!(c.gate("token", "", &Plain).await.unwrap().is_none());
+        let r = c.gate("list", "Contact", &Plain).await.unwrap_err();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let r = c.gate("list", "Person", &Plain).await.unwrap_err();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let after = c.gate("create", "Person", &Plain).await.unwrap();
+        assert!(matches!(after, Some(AfterStore::Fail(500))));
+        assert_eq!(c.pending_faults(), 0);
+        assert_eq!(
+            (c.calls("list"), c.calls("create"), c.api_calls()),
+            (2, 1, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_given_as_seconds_or_as_an_http_date() {
+        let c = FakeControl::default();
+        c.fail_next(Target::Any, Fault::RetryAfterSeconds(7));
+        c.fail_next(Target::Any, Fault::RetryAfterDate(Duration::from_secs(30)));
+        let r = c.gate("get", "", &Plain).await.unwrap_err();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["Retry-After"], "7");
+        let r = c.gate("get", "", &Plain).await.unwrap_err();
+        let date = r.headers()["Retry-After"].to_str().unwrap().to_string();
+        let at = httpdate::parse_http_date(&date).unwrap();
+        let wait = at.duration_since(std::time::SystemTime::now()).unwrap();
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{date}"
+        );
+    }
+
+    #[test]
+    fn the_clock_is_settable_and_local_times_follow_the_zone() {
+        let c = FakeControl::default();
+        let t = DateTime::parse_from_rfc3339("2026-03-01T23:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        c.set_clock(Some(t));
+        c.advance(chrono::Duration::minutes(45));
+        assert_eq!(c.now(), t + chrono::Duration::minutes(45));
+        c.set_zone(FixedOffset::east_opt(9 * 3600));
+        let local = c.local(c.now());
+        assert_eq!(local.to_string(), "2026-03-02 09:15:00");
+        assert_eq!(c.from_local(local), Some(c.now()));
+    }
+
+    #[test]
+    fn list_hooks_run_before_their_list_request() {
+        let c = std::sync::Arc::new(FakeControl::default());
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        c.before_list(2, Box::new(move || s.lock().unwrap().push("second")));
+        assert_eq!(c.list_request("list"), 1);
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(c.list_request("list"), 2);
+        assert_eq!(*seen.lock().unwrap(), vec!["second"]);
+    }
+}

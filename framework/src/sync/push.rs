@@ -253,7 +253,7 @@ impl EntitySync<'_> {
             let result = match &w.action {
                 Action::Update(id) => self
                     .client
-                    .update(self.def, id, &w.payload)
+                    .update_in(self.def, id, w.map.parent().as_deref(), &w.payload)
                     .await
                     .map(|r| (r, false)),
                 Action::Create { recovering } => self.create(&w, *recovering).await,

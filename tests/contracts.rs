@@ -1,0 +1,162 @@
+//! The fakes refuse what the applications' official contracts refuse, so a test that passes
+//! on a fake means something: each request here is one the real application rejects, sent
+//! as raw HTTP (no client of ours in between).
+
+use ferry_connectors::superoffice::fake::{self as so, FakeSuperOffice};
+use ferry_connectors::workflowmax::fake::{self as wfm, FakeWorkflowMax};
+use ferry_framework::sandbox::SandboxApp;
+use serde_json::{json, Value};
+
+async fn so_fake() -> (FakeSuperOffice, String, String) {
+    let fake = FakeSuperOffice::new();
+    let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let token: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/login/common/oauth/tokens"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", so::CLIENT_ID),
+            ("client_secret", so::CLIENT_SECRET),
+            ("refresh_token", so::REFRESH_TOKEN),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_string();
+    (
+        fake,
+        format!("http://{addr}/{}/api/v1", so::CONTEXT),
+        access,
+    )
+}
+
+async fn so_list(base: &str, access: &str, filter: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/Contact"))
+        .bearer_auth(access)
+        .query(&[("$select", "contactId"), ("$filter", filter)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// SuperOffice's `after` compares dates and takes a date; a time takes `afterTime`
+/// (SuperOffice docs, en/api/search/odata/date.md and datetime.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn superoffice_refuses_a_time_in_the_date_operator() {
+    let (fake, base, access) = so_fake().await;
+    let id = fake.add_contact("Nordic Freight AS", "", "");
+    let (status, body) = so_list(&base, &access, "updatedDate after '2020-05-28T15:00:01'").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("afterTime"), "{body}");
+    assert_eq!(fake.control().off_contract().len(), 1);
+    let (status, body) = so_list(&base, &access, "updatedDate after '2020-05-28'").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&id.to_string()), "{body}");
+    let (status, body) = so_list(
+        &base,
+        &access,
+        "updatedDate afterTime '2020-05-28T15:00:01'",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&id.to_string()), "{body}");
+    // A date after today's lists nothing: `after` is after the whole day.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (_, body) = so_list(&base, &access, &format!("updatedDate after '{today}'")).await;
+    assert!(!body.contains(&format!(":{id}")), "{body}");
+}
+
+async fn wfm_fake() -> (FakeWorkflowMax, String, String) {
+    let fake = FakeWorkflowMax::new();
+    let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let token: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/oauth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", wfm::CLIENT_ID),
+            ("client_secret", wfm::CLIENT_SECRET),
+            ("refresh_token", wfm::REFRESH_TOKEN),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_string();
+    (fake, format!("http://{addr}/"), access)
+}
+
+async fn wfm_send(base: &str, access: &str, put: bool, path: &str, xml: &str) -> (u16, String) {
+    let c = reqwest::Client::new();
+    let req = if put {
+        c.put(format!("{base}{path}"))
+    } else {
+        c.post(format!("{base}{path}"))
+    };
+    let r = req
+        .bearer_auth(access)
+        .header("account_id", wfm::ORG_ID)
+        .header("Content-Type", "application/xml")
+        .body(xml.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// XML 1.0 cannot hold U+000B, raw or as a character reference (W3C XML 1.0 §2.2 `Char`,
+/// §4.1 "Legal Character").
+#[tokio::test(flavor = "multi_thread")]
+async fn workflowmax_refuses_characters_xml_cannot_hold() {
+    let (fake, base, access) = wfm_fake().await;
+    for name in [
+        "Tidewater\u{000B}Trading",
+        "Tidewater&#11;Trading",
+        "Tidewater&#x0B;Trading",
+    ] {
+        let xml = format!("<Client><Name>{name}</Name></Client>");
+        let (status, body) = wfm_send(&base, &access, false, "client.api/add", &xml).await;
+        assert_eq!(status, 400, "{name:?}: {body}");
+        assert!(body.contains("U+000B"), "{body}");
+    }
+    assert!(fake.clients().is_empty());
+    assert_eq!(fake.control().off_contract().len(), 3);
+    let xml = "<Client><Name>Tidewater &amp; Trading ⚓</Name></Client>";
+    let (status, body) = wfm_send(&base, &access, false, "client.api/add", xml).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.clients()[0]["Name"], json!("Tidewater & Trading ⚓"));
+}
+
+/// `Update_ClientContact` has no flat `Position`; a job title is
+/// `Positions/Position{UUID, Position}` (specs/workflowmax/workflowmax_api.yaml).
+#[tokio::test(flavor = "multi_thread")]
+async fn workflowmax_refuses_a_flat_position_on_contact_update() {
+    let (fake, base, access) = wfm_fake().await;
+    let client = fake.add_client("Nordic Freight", json!({}));
+    let contact = fake
+        .add_contact(&client, "Ingrid Solberg", json!({"Position": "Analyst"}))
+        .unwrap();
+    let path = format!("client.api/contact/{contact}");
+    let flat = "<Contact><Name>Ingrid Solberg</Name><Position>Fleet Manager</Position></Contact>";
+    let (status, body) = wfm_send(&base, &access, true, &path, flat).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        fake.contact(&contact).unwrap()["Position"],
+        json!("Analyst")
+    );
+    let nested = format!(
+        "<Contact><Name>Ingrid Solberg</Name><Positions><Position><UUID>{client}</UUID>\
+         <Position>Fleet Manager</Position></Position></Positions></Contact>"
+    );
+    let (status, body) = wfm_send(&base, &access, true, &path, &nested).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        fake.contact(&contact).unwrap()["Position"],
+        json!("Fleet Manager")
+    );
+}
