@@ -11,8 +11,46 @@ use ferry_framework::http::ApiError;
 use ferry_framework::testkit::{self, KitConfig, Outcome};
 use serde_json::Value;
 
+/// Every log line of this test binary (debug and up), to search for secrets.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Logs;
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,reqwest=info,h2=info")
+            .with_writer(|| Logs)
+            .try_init();
+    });
+}
+
+/// The first of the sandbox's secrets found in the logs so far.
+fn secret_in_logs(secrets: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let logs = LOGS.lock().unwrap_or_else(|p| p.into_inner());
+    let text = String::from_utf8_lossy(&logs);
+    // The kit's 429 cases retry: their debug lines must be here, or nothing was captured.
+    assert!(text.contains("retrying API call"), "no logs were captured");
+    secrets
+        .iter()
+        .find(|(_, v)| text.contains(v.as_str()))
+        .map(|(k, _)| k.clone())
+}
+
 async fn kit(name: &str) {
     ferry_connectors::link();
+    capture_logs();
     let c = connector::find(name).expect("registered");
     let dir = tempfile::tempdir().unwrap();
     for db in common::backends(dir.path()) {
@@ -34,6 +72,9 @@ async fn kit(name: &str) {
             report.backend,
             report.failures().join("\n")
         );
+        let sandbox = c.sandbox().unwrap();
+        let secrets = sandbox.start("127.0.0.1:0".parse().unwrap()).await.unwrap().secrets;
+        assert_eq!(secret_in_logs(&secrets), None, "a secret of {name} was logged");
         let ran: Vec<_> = report.results.iter().map(|r| r.case).collect();
         for case in testkit::case_names() {
             assert!(ran.contains(&case), "{case} did not run");

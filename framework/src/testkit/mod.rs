@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::connector::Connector;
-use crate::sandbox::AppUser;
 
 pub use bench::Bench;
 
@@ -226,6 +225,3 @@ pub fn table(report: &Report) -> Vec<[String; 4]> {
 pub fn case_names() -> Vec<&'static str> {
     cases::ALL.iter().map(|(n, _)| *n).collect()
 }
-
-#[allow(dead_code)]
-fn _assert_user_object_safe(_: &dyn AppUser) {}
