@@ -18,7 +18,9 @@ struct Logs;
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -73,8 +75,16 @@ async fn kit(name: &str) {
             report.failures().join("\n")
         );
         let sandbox = c.sandbox().unwrap();
-        let secrets = sandbox.start("127.0.0.1:0".parse().unwrap()).await.unwrap().secrets;
-        assert_eq!(secret_in_logs(&secrets), None, "a secret of {name} was logged");
+        let secrets = sandbox
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+            .secrets;
+        assert_eq!(
+            secret_in_logs(&secrets),
+            None,
+            "a secret of {name} was logged"
+        );
         let ran: Vec<_> = report.results.iter().map(|r| r.case).collect();
         for case in testkit::case_names() {
             assert!(ran.contains(&case), "{case} did not run");

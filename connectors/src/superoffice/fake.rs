@@ -1,7 +1,9 @@
 //! A faithful fake SuperOffice tenant: stateful Contacts and Persons, the OAuth token
-//! endpoint, OData listing with `$select`, `$filter` (`after`, `before`, `eq`, `and`),
-//! `$orderBy`, `$top`, `$skip`, SuperOffice's error JSON, bearer-token checks, failure
-//! injection and call counts by kind. Used by the tests, `ferry demo` and `ferry sandbox`.
+//! endpoint, OData listing with `$select`, `$filter` (`after`/`before` with a date,
+//! `afterTime`/`beforeTime` with a time, `eq`, `and`), `$orderBy`, `$top`, `$skip`,
+//! SuperOffice's error JSON and bearer-token checks; faults, clock and call counts through
+//! the shared [`FakeControl`]. Used by the tests, `ferry demo`, `ferry sandbox` and the
+//! conformance kit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -35,7 +37,7 @@ struct Inner {
     persons: BTreeMap<i64, Value>,
     next_id: i64,
     tokens: HashSet<String>,
-    /// Refresh tokens an admin revoked.
+    /// Whether an admin revoked the refresh token (the token endpoint refuses it).
     revoked: bool,
     /// The variant where rows of never-edited records have no update date.
     no_update_date_on_insert: bool,

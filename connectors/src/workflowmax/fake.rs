@@ -2,8 +2,10 @@
 //! definitions and values, the XML envelope with `<Status>`, errors given as HTTP 200 with
 //! `<Status>ERROR</Status>`, OAuth with rotating refresh tokens and JWT access tokens carrying
 //! `org_ids`, the `account_id` header, `modifiedsince` and `page`/`pagesize`, and the
-//! published rate limits (concurrent, per minute, per day) answered with 429. Used by the
-//! tests, `ferry demo` and `ferry sandbox workflowmax`.
+//! published rate limits (concurrent, per minute, per day) answered with 429. Strict where
+//! the contract is: bodies must be XML 1.0 (no U+000B), a contact update's job title is a
+//! `Positions` item. Faults, clock and call counts through the shared [`FakeControl`]. Used
+//! by the tests, `ferry demo`, `ferry sandbox workflowmax` and the conformance kit.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

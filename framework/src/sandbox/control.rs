@@ -101,10 +101,14 @@ pub trait ErrorBody: Sync {
     }
 }
 
+/// How many arrival times a fake keeps (a sandbox may serve for days).
+const ARRIVALS_KEPT: usize = 10_000;
+
 #[derive(Default)]
 struct State {
     calls: HashMap<String, u64>,
-    log: Vec<(Instant, String)>,
+    /// The latest arrivals (at most [`ARRIVALS_KEPT`]), oldest first.
+    log: VecDeque<(Instant, String)>,
     faults: VecDeque<(Target, Fault)>,
     clock: Option<DateTime<Utc>>,
     zone: Option<FixedOffset>,
@@ -133,7 +137,10 @@ impl FakeControl {
     /// Counts one request of `kind`; returns how many of that kind there have been.
     pub fn count(&self, kind: &str) -> u64 {
         let mut s = self.lock();
-        s.log.push((Instant::now(), kind.to_string()));
+        if s.log.len() == ARRIVALS_KEPT {
+            s.log.pop_front();
+        }
+        s.log.push_back((Instant::now(), kind.to_string()));
         let n = s.calls.entry(kind.to_string()).or_default();
         *n += 1;
         *n
@@ -159,7 +166,7 @@ impl FakeControl {
         self.lock().calls.clone()
     }
 
-    /// When each request of `kind` arrived, oldest first.
+    /// When each of the latest requests of `kind` arrived, oldest first.
     pub fn arrivals(&self, kind: &str) -> Vec<Instant> {
         let s = self.lock();
         s.log
