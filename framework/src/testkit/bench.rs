@@ -261,7 +261,7 @@ fn holds_once(side: &str, held: &[(String, String)], names: &[&str]) -> Result<(
 
 /// The kit's engine: the repository's hub model and mappers, the kit's settings, a
 /// throwaway key (the kit's credentials are sandbox values).
-fn engine(cfg: &KitConfig) -> Result<Engine> {
+pub(super) fn engine(cfg: &KitConfig) -> Result<Engine> {
     let mut settings = Settings::with_base(&cfg.base_dir, &cfg.database_url);
     settings.sync.page_size = PAGE_SIZE;
     settings.sync.first_sync_batch_size = PAGE_SIZE;

@@ -14,6 +14,7 @@ mod cases;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::connector::Connector;
@@ -115,6 +116,11 @@ pub async fn run(connector: &dyn Connector, cfg: &KitConfig) -> anyhow::Result<R
             connector.name()
         )
     })?;
+    // The hub model, the mappers and the database, checked once: a kit that cannot start
+    // says so instead of failing every case.
+    bench::engine(cfg).context(
+        "the conformance kit needs the hub model (config/hub.yml), the mappers/ and a database",
+    )?;
     let probe = sandbox.start("127.0.0.1:0".parse()?).await?;
     let Some(user) = probe.app.user() else {
         return Err(crate::input_error!(
