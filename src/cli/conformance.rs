@@ -35,17 +35,27 @@ pub async fn conformance(settings_path: &Path, args: ConformanceArgs) -> Result<
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let dir = std::env::temp_dir().join(format!("ferry-conformance-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
     let db = match &args.postgres {
         Some(admin) => ScratchDb::Postgres(fresh_postgres(admin)?),
-        None => ScratchDb::File(dir.join("kit.db").to_string_lossy().into_owned()),
+        None => {
+            std::fs::create_dir_all(&dir)?;
+            ScratchDb::File(dir.join("kit.db").to_string_lossy().into_owned())
+        }
     };
     let cfg = KitConfig {
         base_dir,
         database_url: db.to_string(),
         only: args.case.clone(),
     };
-    let report = testkit::run(c.as_ref(), &cfg).await;
+    // Ctrl-C still drops the throwaway database.
+    let report = tokio::select! {
+        r = testkit::run(c.as_ref(), &cfg) => r,
+        _ = tokio::signal::ctrl_c() => {
+            drop(db);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(ExitCode::from(130));
+        }
+    };
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
@@ -57,15 +67,11 @@ pub async fn conformance(settings_path: &Path, args: ConformanceArgs) -> Result<
             t.add_row(row.to_vec());
         }
         out!("{} on {}\n{t}", report.connector, report.backend)?;
-        let failed = report.failures().len();
+        let (pass, fail, na, waiting) = report.tally();
         out!(
-            "{} cases: {} failed",
-            report.results.len(),
-            if failed == 0 {
-                "none".to_string()
-            } else {
-                failed.to_string()
-            }
+            "{} cases: {pass} passed, {fail} failed, {na} not applicable, {waiting} waiting \
+             for their connector's issue",
+            report.results.len()
         )?;
     }
     Ok(if report.passed() {

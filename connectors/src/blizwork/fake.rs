@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use ferry_framework::sandbox::{
     answer_stored, AppUser, CallKinds, ErrorBody, FakeControl, Fault, Sandbox, SandboxApp,
-    SandboxHandle, Target, Variant,
+    SandboxHandle, Target, Variant, Waiting,
 };
 use serde_json::{json, Map, Value};
 
@@ -570,15 +570,34 @@ impl AppUser for FakeBlizWork {
         known
     }
 
-    fn waiting(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+    fn waiting(&self) -> Vec<Waiting> {
         const READS: &str = "issue 17: each listed case is read with process/case, so cases \
-                             the lookback re-lists are read again";
+                             a listing meets again are read again";
         const INIT: &str = "issue 17 item 10 (creates are not idempotent): a lost init answer \
                             leaves an empty case that the next run reads as a record";
+        let w = |case, failure, why| Waiting {
+            case,
+            variant: "",
+            failure,
+            why,
+        };
         vec![
-            ("idle_run_writes_nothing", "", READS),
-            ("lost_create_answer_error", "", INIT),
-            ("lost_create_answer_timeout", "", INIT),
+            w("idle_run_writes_nothing", "records one by one", READS),
+            w(
+                "lost_create_answer_error",
+                "required field `name` is missing",
+                INIT,
+            ),
+            w(
+                "lost_create_answer_timeout",
+                "required field `name` is missing",
+                INIT,
+            ),
         ]
+    }
+
+    /// Without `updatedOn` there are no times to read in any zone.
+    fn reports_times(&self) -> bool {
+        !self.lock().no_updated_on
     }
 }

@@ -18,7 +18,7 @@ use axum::{Form, Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use ferry_framework::sandbox::{
     answer_stored, AfterStore, AppUser, ErrorBody, FakeControl, Sandbox, SandboxApp, SandboxHandle,
-    Variant,
+    Variant, Waiting,
 };
 use serde_json::{json, Map, Value};
 
@@ -41,6 +41,10 @@ struct Inner {
     revoked: bool,
     /// The variant where rows of never-edited records have no update date.
     no_update_date_on_insert: bool,
+    /// The variant where dates are the tenant's local time (else UTC, as documented).
+    local_times: bool,
+    /// Every access token handed out.
+    issued: Vec<String>,
     control: Arc<FakeControl>,
     /// Where webhooks go (`TargetUrl`) and the webhook's `Secret`, once registered.
     webhook: Option<(String, Option<String>)>,
@@ -70,10 +74,18 @@ impl Default for FakeSuperOffice {
     }
 }
 
-/// The fake's clock as SuperOffice writes dates: the tenant's wall-clock time, no offset.
+/// The fake's clock as SuperOffice writes dates, without an offset: in UTC, as the
+/// reference says (docs, `PUT Contact/{id}`: "UpdatedDate: Date last updated in UTC"), or
+/// in the tenant's wall-clock time under the `tenant-local-times` variant.
 fn stamp(g: &Inner) -> String {
     let c = &g.control;
-    c.local(c.now()).format("%Y-%m-%dT%H:%M:%S").to_string()
+    let now = c.now();
+    let t = if g.local_times {
+        c.local(now)
+    } else {
+        now.naive_utc()
+    };
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
 /// SuperOffice's error JSON, for the shared faults.
@@ -316,6 +328,7 @@ async fn token(
     g.next_id += 1;
     let access = format!("8A:{CONTEXT}.{}", g.next_id);
     g.tokens.insert(access.clone());
+    g.issued.push(access.clone());
     Json(json!({"token_type": "Bearer", "access_token": access, "expires_in": 3600}))
         .into_response()
 }
@@ -914,6 +927,7 @@ impl SandboxApp for FakeSuperOffice {
 }
 
 const NO_UPDATE_DATE: &str = "no-update-date-on-insert";
+const LOCAL_TIMES: &str = "tenant-local-times";
 
 /// The conformance kit's user: companies (hub Organizations).
 impl AppUser for FakeSuperOffice {
@@ -1010,28 +1024,71 @@ impl AppUser for FakeSuperOffice {
     }
 
     fn variants(&self) -> Vec<Variant> {
-        vec![Variant {
-            name: NO_UPDATE_DATE,
-            about: "a record never edited has no update date in the archive list \
-                    (unverifiable: contract-findings §5.3)",
-        }]
+        vec![
+            Variant {
+                name: NO_UPDATE_DATE,
+                about: "a record never edited has no update date in the archive list \
+                        (unverifiable: contract-findings §5.3)",
+            },
+            Variant {
+                name: LOCAL_TIMES,
+                about: "dates are the tenant's wall-clock time without an offset (the \
+                        reference says UpdatedDate is in UTC, its samples carry +01:00)",
+            },
+        ]
     }
 
     fn set_variant(&self, name: &str) -> bool {
-        let known = name == NO_UPDATE_DATE;
-        self.lock().no_update_date_on_insert = known;
-        known
+        let mut g = self.lock();
+        g.no_update_date_on_insert = name == NO_UPDATE_DATE;
+        g.local_times = name == LOCAL_TIMES;
+        g.no_update_date_on_insert || g.local_times
     }
 
-    fn waiting(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+    fn waiting(&self) -> Vec<Waiting> {
         const LISTS: &str = "issue 16 (lists that carry the fields): each listed row is read \
-                             with a GET, so rows the lookback re-lists are read again";
+                             with a GET, so rows a listing meets again are read again";
         const NEW: &str = "issue 16 (the right change filter): the filter is on the update \
                            date alone, so a record never edited is never listed";
+        const ZONE: &str = "issue 16: the connector reads SuperOffice's times as UTC; with \
+                            local times it must learn the tenant's zone (or ask for UTC with \
+                            the documented SO-TimeZone header)";
+        let w = |case, variant, failure, why| Waiting {
+            case,
+            variant,
+            failure,
+            why,
+        };
         vec![
-            ("idle_run_writes_nothing", "", LISTS),
-            ("changes_during_listing", NO_UPDATE_DATE, NEW),
-            ("shared_update_time_interrupted", NO_UPDATE_DATE, NEW),
+            w("idle_run_writes_nothing", "", "records one by one", LISTS),
+            w(
+                "changes_during_listing",
+                NO_UPDATE_DATE,
+                "Created Mid-Listing",
+                NEW,
+            ),
+            w(
+                "shared_update_time_interrupted",
+                NO_UPDATE_DATE,
+                "reported no error",
+                NEW,
+            ),
+            w(
+                "tenant_time_zone_east",
+                LOCAL_TIMES,
+                "lost a conflict",
+                ZONE,
+            ),
+            w(
+                "tenant_time_zone_west",
+                LOCAL_TIMES,
+                "lost a conflict",
+                ZONE,
+            ),
         ]
+    }
+
+    fn issued_secrets(&self) -> Vec<String> {
+        self.lock().issued.clone()
     }
 }

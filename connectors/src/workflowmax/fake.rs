@@ -23,7 +23,7 @@ use base64::Engine as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ferry_framework::sandbox::{
     answer_stored, AfterStore, AppUser, CallKinds, ErrorBody, FakeControl, Sandbox, SandboxApp,
-    SandboxHandle,
+    SandboxHandle, Waiting,
 };
 use serde_json::{json, Map, Value};
 
@@ -115,6 +115,8 @@ struct Inner {
     peak_in_window: usize,
     peak_in_flight: usize,
     refused: u64,
+    /// Every access and refresh token handed out.
+    issued: Vec<String>,
     control: Arc<FakeControl>,
 }
 
@@ -675,10 +677,14 @@ async fn token(
     }
     g.next += 1;
     let n = g.next;
-    let access = jwt(n, (Utc::now() + chrono::Duration::minutes(30)).timestamp());
+    let access = jwt(
+        n,
+        (g.control.now() + chrono::Duration::minutes(30)).timestamp(),
+    );
     let refresh = format!("wfm-rt-{n}-{}", uuid::Uuid::new_v4().simple());
     g.access_tokens.insert(access.clone());
     g.refresh_tokens.insert(refresh.clone());
+    g.issued.extend([access.clone(), refresh.clone()]);
     Json(json!({
         "access_token": access, "expires_in": 1800, "token_type": "Bearer",
         "refresh_token": refresh, "scope": f("scope"),
@@ -1451,12 +1457,17 @@ impl AppUser for FakeWorkflowMax {
         false
     }
 
-    fn waiting(&self) -> Vec<(&'static str, &'static str, &'static str)> {
-        vec![(
-            "idle_run_writes_nothing",
-            "",
-            "issue 17 (budget: read custom fields only for records that changed): every \
-             listed client's custom fields are read with a GET",
-        )]
+    fn waiting(&self) -> Vec<Waiting> {
+        vec![Waiting {
+            case: "idle_run_writes_nothing",
+            variant: "",
+            failure: "records one by one",
+            why: "issue 17 (budget: read custom fields only for records that changed): every \
+                  listed client's custom fields are read with a GET",
+        }]
+    }
+
+    fn issued_secrets(&self) -> Vec<String> {
+        self.lock().issued.clone()
     }
 }

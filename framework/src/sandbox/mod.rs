@@ -81,6 +81,19 @@ impl Default for CallKinds {
     }
 }
 
+/// A known failure of one case, waived until the connector's issue fixes it. Only a
+/// failure whose text holds `failure` is waived; any other failure of the case still fails.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting {
+    pub case: &'static str,
+    /// The variant it fails under; empty for every variant.
+    pub variant: &'static str,
+    /// A fragment of the expected failure's text.
+    pub failure: &'static str,
+    /// The issue that fixes it, and why it fails until then.
+    pub why: &'static str,
+}
+
 /// A behaviour the official contract leaves open, offered by a fake both ways; the
 /// conformance kit runs every case under each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +171,13 @@ pub trait AppUser: Send + Sync {
     fn set_variant(&self, _name: &str) -> bool {
         false
     }
-    /// Cases known to fail until a connector issue is done: `(case, variant or "", why)`.
-    fn waiting(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+    /// Cases known to fail until a connector issue is done, and how they fail.
+    fn waiting(&self) -> Vec<Waiting> {
+        Vec::new()
+    }
+    /// Secrets the fake handed out (access tokens, rotated refresh tokens), which must no
+    /// more appear in anything Ferry stores than the configured ones.
+    fn issued_secrets(&self) -> Vec<String> {
         Vec::new()
     }
 }

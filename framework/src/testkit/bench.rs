@@ -29,6 +29,9 @@ pub struct Bench {
     pub prepared: Prepared,
     pub handle: SandboxHandle,
     app: Arc<dyn SandboxApp>,
+    /// The first secret found in what Ferry stored, checked after every run (a later run
+    /// may overwrite the error that held it).
+    leak: Option<String>,
 }
 
 impl Bench {
@@ -82,6 +85,7 @@ impl Bench {
             prepared,
             handle,
             app,
+            leak: None,
         })
     }
 
@@ -102,15 +106,30 @@ impl Bench {
         self.app.clone()
     }
 
-    /// One run of the connection; `Err` only when the run could not happen at all.
-    pub async fn sync(&self) -> Result<RunReport> {
-        self.engine
+    /// One run of the connection; `Err` only when the run could not happen at all. What it
+    /// stored is then searched for secrets.
+    pub async fn sync(&mut self) -> Result<RunReport> {
+        let r = self
+            .engine
             .run(&self.prepared, &SyncOptions::default(), &|_| {})
-            .await
+            .await;
+        if self.leak.is_none() {
+            let report = format!("{r:?}");
+            self.leak = self.leaked_secrets(&[report]);
+        }
+        r
+    }
+
+    /// The first secret any run of this case left in what Ferry stored or answered.
+    pub fn first_leak(&mut self) -> Option<String> {
+        if self.leak.is_none() {
+            self.leak = self.leaked_secrets(&[]);
+        }
+        self.leak.clone()
     }
 
     /// A run that must end without errors.
-    pub async fn sync_clean(&self) -> Result<RunReport, CaseError> {
+    pub async fn sync_clean(&mut self) -> Result<RunReport, CaseError> {
         let r = self.sync().await?;
         if r.has_errors() {
             return Err(CaseError::Fail(format!(
@@ -212,9 +231,10 @@ impl Bench {
         kinds.iter().map(|k| self.control().calls(k)).sum()
     }
 
-    /// The first secret found in what Ferry stored for this case (run rows, id maps) or in
-    /// what the fake refused as off-contract; `None` when there is none.
-    pub fn leaked_secrets(&self) -> Option<String> {
+    /// The first secret (configured, or handed out by the fake: access tokens, rotated
+    /// refresh tokens) found in what Ferry stored for this case (run rows, id maps) or in
+    /// `more` (a run's report); `None` when there is none.
+    pub fn leaked_secrets(&self, more: &[String]) -> Option<String> {
         let mut texts: Vec<String> = self
             .engine
             .store
@@ -231,7 +251,19 @@ impl Bench {
                 m.retry_to.unwrap_or_default(),
             ]);
         }
-        let secrets = self.handle.secrets.iter().filter(|(_, v)| v.len() >= 6);
+        texts.extend(more.iter().cloned());
+        let issued = self.user().issued_secrets();
+        let secrets = self
+            .handle
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(
+                issued
+                    .into_iter()
+                    .map(|v| ("a token the fake issued".into(), v)),
+            )
+            .filter(|(_, v)| v.len() >= 6);
         for (key, value) in secrets {
             if let Some(t) = texts.iter().find(|t| t.contains(value.as_str())) {
                 let at = t.find(value.as_str()).unwrap_or(0);
@@ -267,6 +299,8 @@ pub(super) fn engine(cfg: &KitConfig) -> Result<Engine> {
     settings.sync.first_sync_batch_size = PAGE_SIZE;
     settings.sync.http_timeout_seconds = HTTP_TIMEOUT_SECONDS;
     settings.sync.max_retries = MAX_RETRIES;
+    // No lookback: a listing that starts too late is not covered up by re-reading.
+    settings.sync.lookback_seconds = 0;
     let hub = HubModel::load(&settings.resolve(&settings.paths.hub_model))?;
     let store = Store::open_and_migrate(&settings.database_url())?;
     let key = uuid::Uuid::new_v4().simple().to_string();

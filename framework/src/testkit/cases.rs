@@ -279,7 +279,36 @@ async fn in_zone(b: &mut Bench, hours: i32) -> Res {
     }
     b.hub_rename(&uid, "Zoned Hub edit")?;
     b.sync_clean().await?;
-    b.app_holds_once(&["Zoned Hub edit", "Zoned edit 2"])
+    b.app_holds_once(&["Zoned Hub edit", "Zoned edit 2"])?;
+    // Both sides edit one record a second apart: the later edit wins ("newest"), which
+    // only holds when the application's times are read in the right zone.
+    let app_uid = b
+        .hub_names()?
+        .into_iter()
+        .find(|(_, n)| n == "Zoned edit 2")
+        .map(|(u, _)| u)
+        .ok_or_else(|| fail("the application's record is not in the hub"))?;
+    for (first_in_app, earlier, later) in [
+        (false, "Hub earlier", "App later"),
+        (true, "App earlier", "Hub later"),
+    ] {
+        let gap = Duration::from_millis(1100);
+        tokio::time::sleep(gap).await;
+        if first_in_app {
+            b.user().rename(&id, earlier);
+            tokio::time::sleep(gap).await;
+            b.hub_rename(&app_uid, later)?;
+        } else {
+            b.hub_rename(&app_uid, earlier)?;
+            tokio::time::sleep(gap).await;
+            b.user().rename(&id, later);
+        }
+        b.sync_clean().await?;
+        b.hub_holds_once(&[later])
+            .map_err(|e| fail(format!("the later edit lost a conflict: {e:?}")))?;
+        b.app_holds_once(&[later])?;
+    }
+    Ok(())
 }
 
 /// The tenant's clock runs in a zone east of UTC (UTC+9): edits are still read, in order.
@@ -495,7 +524,7 @@ async fn secrets_stay_out_of_errors(b: &mut Bench) -> Res {
         .fail_next(Target::Kind(k.create), Fault::Status(400));
     b.hub_create("Secretive Hub 2")?;
     let _ = b.sync().await?;
-    match b.leaked_secrets() {
+    match b.first_leak() {
         Some(leak) => Err(fail(leak)),
         None => Ok(()),
     }

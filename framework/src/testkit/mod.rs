@@ -18,6 +18,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::connector::Connector;
+use crate::sandbox::Waiting;
 
 pub use bench::Bench;
 
@@ -62,6 +63,20 @@ impl Report {
             .results
             .iter()
             .any(|r| matches!(r.outcome, Outcome::Fail(_)))
+    }
+
+    /// How many cases ended each way: (pass, fail, not applicable, waiting).
+    pub fn tally(&self) -> (usize, usize, usize, usize) {
+        let mut t = (0, 0, 0, 0);
+        for r in &self.results {
+            match r.outcome {
+                Outcome::Pass => t.0 += 1,
+                Outcome::Fail(_) => t.1 += 1,
+                Outcome::NotApplicable(_) => t.2 += 1,
+                Outcome::Waiting(_) => t.3 += 1,
+            }
+        }
+        t
     }
 
     /// The failures, one line each: `case [variant]: detail`.
@@ -128,6 +143,14 @@ pub async fn run(connector: &dyn Connector, cfg: &KitConfig) -> anyhow::Result<R
             connector.name()
         ));
     };
+    if let Some(only) = &cfg.only {
+        if !cases::ALL.iter().any(|(c, _)| c.contains(only.as_str())) {
+            return Err(crate::input_error!(
+                "no conformance case is named like {only:?}; the cases are: {}",
+                case_names().join(", ")
+            ));
+        }
+    }
     let mut variants = vec![String::new()];
     variants.extend(user.variants().iter().map(|v| v.name.to_string()));
     let waiting = user.waiting();
@@ -138,13 +161,14 @@ pub async fn run(connector: &dyn Connector, cfg: &KitConfig) -> anyhow::Result<R
                 continue;
             }
             let started = std::time::Instant::now();
-            let outcome = run_case(connector, cfg, case, variant, *f).await;
-            let outcome = match outcome {
-                Outcome::Fail(d) => match waits(&waiting, case, variant) {
+            let outcome = match run_case(connector, cfg, case, variant, *f).await {
+                Ended::Failed(d) => match waits(&waiting, case, variant, &d) {
                     Some(why) => Outcome::Waiting(format!("{why}; now: {d}")),
                     None => Outcome::Fail(d),
                 },
-                other => other,
+                // A leaked secret is never waived.
+                Ended::Leaked(d) => Outcome::Fail(d),
+                Ended::Done(o) => o,
             };
             results.push(CaseResult {
                 case,
@@ -161,15 +185,16 @@ pub async fn run(connector: &dyn Connector, cfg: &KitConfig) -> anyhow::Result<R
     })
 }
 
-fn waits(
-    waiting: &[(&'static str, &'static str, &'static str)],
-    case: &str,
-    variant: &str,
-) -> Option<&'static str> {
+/// The declared reason a failure is waived: same case and variant, and the expected text.
+fn waits(waiting: &[Waiting], case: &str, variant: &str, failure: &str) -> Option<&'static str> {
     waiting
         .iter()
-        .find(|(c, v, _)| *c == case && (v.is_empty() || *v == variant))
-        .map(|(_, _, why)| *why)
+        .find(|w| {
+            w.case == case
+                && (w.variant.is_empty() || w.variant == variant)
+                && failure.contains(w.failure)
+        })
+        .map(|w| w.why)
 }
 
 fn backend_of(url: &str) -> &'static str {
@@ -180,28 +205,36 @@ fn backend_of(url: &str) -> &'static str {
     }
 }
 
+/// How a case ended, before declared waits are applied.
+enum Ended {
+    Done(Outcome),
+    Failed(String),
+    Leaked(String),
+}
+
 async fn run_case(
     connector: &dyn Connector,
     cfg: &KitConfig,
     case: &'static str,
     variant: &str,
     f: CaseFn,
-) -> Outcome {
+) -> Ended {
     let mut bench = match Bench::new(connector, cfg, case, variant).await {
         Ok(b) => b,
-        Err(e) => return Outcome::Fail(format!("could not set the case up: {e:#}")),
+        Err(e) => return Ended::Failed(format!("could not set the case up: {e:#}")),
     };
     let limit = std::time::Duration::from_secs(120);
     let result = match tokio::time::timeout(limit, f(&mut bench)).await {
         Ok(r) => r,
         Err(_) => Err(CaseError::Fail(format!("did not finish in {limit:?}"))),
     };
-    let leaks = bench.leaked_secrets();
-    match (result, leaks) {
-        (Ok(()), None) => Outcome::Pass,
-        (Err(CaseError::NotApplicable(why)), None) => Outcome::NotApplicable(why),
-        (Err(CaseError::Fail(d)), None) => Outcome::Fail(d),
-        (_, Some(leak)) => Outcome::Fail(leak),
+    if let Some(leak) = bench.first_leak() {
+        return Ended::Leaked(leak);
+    }
+    match result {
+        Ok(()) => Ended::Done(Outcome::Pass),
+        Err(CaseError::NotApplicable(why)) => Ended::Done(Outcome::NotApplicable(why)),
+        Err(CaseError::Fail(d)) => Ended::Failed(d),
     }
 }
 
