@@ -159,4 +159,60 @@ async fn workflowmax_refuses_a_flat_position_on_contact_update() {
         fake.contact(&contact).unwrap()["Position"],
         json!("Fleet Manager")
     );
+    // A position names the client it is at: without that, or at another client, it is
+    // refused, not silently dropped.
+    for positions in [
+        "<Positions><Position><Position>Boss</Position></Position></Positions>",
+        "<Positions><Position>Boss</Position></Positions>",
+        "<Positions><Position><UUID>no-such-client</UUID><Position>Boss</Position></Position></Positions>",
+    ] {
+        let xml = format!("<Contact><Name>Ingrid Solberg</Name>{positions}</Contact>");
+        let (status, body) = wfm_send(&base, &access, true, &path, &xml).await;
+        assert_eq!(status, 400, "{positions}: {body}");
+    }
+    assert_eq!(
+        fake.contact(&contact).unwrap()["Position"],
+        json!("Fleet Manager")
+    );
+    // A client has no Position at all (`UpdateClient`), nor any element its schema lacks.
+    for element in ["<Position>Boss</Position>", "<Favourite>yes</Favourite>"] {
+        let xml = format!("<Client><UUID>{client}</UUID>{element}</Client>");
+        let (status, body) = wfm_send(&base, &access, true, "client.api/update", &xml).await;
+        assert_eq!(status, 400, "{element}: {body}");
+    }
+}
+
+/// Text in a CDATA section is literal (W3C XML 1.0 §2.7): `&#11;` there is five characters,
+/// not a control character, and is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflowmax_reads_cdata_as_text() {
+    let (fake, base, access) = wfm_fake().await;
+    let xml = "<Client><Name><![CDATA[A&#11;B <Ltd>]]></Name></Client>";
+    let (status, body) = wfm_send(&base, &access, false, "client.api/add", xml).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.clients()[0]["Name"], json!("A&#11;B <Ltd>"));
+}
+
+/// Paging numbers past any list answer an empty page, never a dropped connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_paging_numbers_are_answered() {
+    let (_so, base, access) = so_fake().await;
+    let r = reqwest::Client::new()
+        .get(format!("{base}/Contact"))
+        .bearer_auth(&access)
+        .query(&[("$skip", "18446744073709551615"), ("$top", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_wfm, base, access) = wfm_fake().await;
+    let r = reqwest::Client::new()
+        .get(format!("{base}client.api/list"))
+        .bearer_auth(&access)
+        .header("account_id", wfm::ORG_ID)
+        .query(&[("page", "18446744073709551615"), ("pagesize", "2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }

@@ -247,11 +247,7 @@ async fn api(
     token: String,
     Json(body): Json<Value>,
 ) -> Response {
-    if op == "process/case-list" {
-        fake.control.list_request(&op);
-    } else {
-        fake.control.count(&op);
-    }
+    fake.control.receive(&op, "process/case-list");
     if token != API_TOKEN {
         return envelope(1, "Invalid or expired API token", json!({}));
     }

@@ -248,19 +248,14 @@ impl FakeSuperOffice {
 
 fn so_error(status: u16, kind: &str, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (
+    (
         code,
         Json(json!({
             "Error": true, "ErrorType": kind, "ErrorMessage": message,
             "ErrorSource": "SuperOffice.Services.Implementation",
         })),
     )
-        .into_response();
-    if status == 429 {
-        resp.headers_mut()
-            .insert("Retry-After", axum::http::HeaderValue::from_static("1"));
-    }
-    resp
+        .into_response()
 }
 
 /// Counts the call, checks the bearer token and serves an injected fault if one is due.
@@ -271,12 +266,8 @@ async fn gate(
     kind: &str,
     entity: &str,
 ) -> Result<Option<AfterStore>, Box<Response>> {
-    if kind == "list" {
-        // What users do during a listing happens before the page is read.
-        fake.control.list_request("list");
-    } else {
-        fake.control.count(kind);
-    }
+    // What users do during a listing happens before the page is read.
+    fake.control.receive(kind, "list");
     {
         let g = fake.lock();
         let token = headers
@@ -818,10 +809,10 @@ async fn list(
         "odata.metadata": format!("/{ctx}/api/v1/$metadata"),
         "value": page,
     });
-    if top != usize::MAX && skip + top < total {
+    if top != usize::MAX && skip.saturating_add(top) < total {
         body["odata.nextLink"] = json!(format!(
             "/{ctx}/api/v1/{entity}?$skip={}&$top={top}",
-            skip + top
+            skip.saturating_add(top)
         ));
     }
     Json(body).into_response()

@@ -563,11 +563,7 @@ async fn gate(
     kind: &str,
     entity: &str,
 ) -> Result<(InFlight, Option<AfterStore>), Box<Response>> {
-    if kind == "list" {
-        fake.control.list_request("list");
-    } else {
-        fake.control.count(kind);
-    }
+    fake.control.receive(kind, "list");
     admit(fake, headers)?;
     let guard = InFlight(fake.clone());
     let after = fake
@@ -760,7 +756,11 @@ async fn list(
     let keys: Vec<u64> = all
         .iter()
         .copied()
-        .skip(if paged { (page - 1) * size } else { 0 })
+        .skip(if paged {
+            (page - 1).saturating_mul(size)
+        } else {
+            0
+        })
         .take(if paged { size } else { usize::MAX })
         .collect();
     let clients: Vec<Value> = keys
@@ -821,7 +821,15 @@ fn illegal_xml_char(text: &str) -> Option<char> {
     if let Some(c) = text.chars().find(|c| !legal(*c)) {
         return Some(c);
     }
-    text.split("&#").skip(1).find_map(|rest| {
+    // A reference inside a CDATA section is literal text (§2.7).
+    let mut markup = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("<![CDATA[") {
+        markup.push_str(&rest[..i]);
+        rest = rest[i..].find("]]>").map_or("", |j| &rest[i + j + 3..]);
+    }
+    markup.push_str(rest);
+    markup.split("&#").skip(1).find_map(|rest| {
         let code = rest.split(';').next()?;
         let n = match code.strip_prefix(['x', 'X']) {
             Some(hex) => u32::from_str_radix(hex, 16).ok()?,
@@ -851,6 +859,142 @@ fn xml_text<'a>(
         return Err(Box::new(wfm_error(StatusCode::BAD_REQUEST, &what)));
     }
     Ok(text)
+}
+
+/// The elements each write accepts (`specs/workflowmax/workflowmax_api.yaml`, schemas
+/// `NewClient`, `UpdateClient`, `NewContact` (with its `Client`) and `Update_ClientContact`).
+const NEW_CLIENT: &[&str] = &[
+    "AccountManagerUUID",
+    "Address",
+    "AgencyStatus",
+    "BalanceMonth",
+    "BillingClientUUID",
+    "BusinessNumber",
+    "BusinessStructure",
+    "City",
+    "CompanyNumber",
+    "Contacts",
+    "Country",
+    "DateOfBirth",
+    "Email",
+    "ExportCode",
+    "Fax",
+    "FirstName",
+    "GSTBasis",
+    "GSTPeriod",
+    "GSTRegistered",
+    "IsProspect",
+    "JobManagerUUID",
+    "LastName",
+    "Name",
+    "OtherName",
+    "Phone",
+    "PostalAddress",
+    "PostalCity",
+    "PostalCountry",
+    "PostalPostCode",
+    "PostalRegion",
+    "Postcode",
+    "PrepareActivityStatement",
+    "PrepareGST",
+    "PrepareTaxReturn",
+    "ProvisionalTaxBasis",
+    "ProvisionalTaxRatio",
+    "ReferralSource",
+    "Region",
+    "ReturnType",
+    "SignedTaxAuthority",
+    "TaxAgent",
+    "TaxNumber",
+    "Website",
+];
+const UPDATE_CLIENT: &[&str] = &[
+    "AccountManagerUUID",
+    "Address",
+    "AgencyStatus",
+    "BalanceMonth",
+    "BillingClientUUID",
+    "BusinessNumber",
+    "BusinessStructure",
+    "City",
+    "CompanyNumber",
+    "Country",
+    "DateOfBirth",
+    "Email",
+    "Fax",
+    "FirstName",
+    "GSTBasis",
+    "GSTPeriod",
+    "GSTRegistered",
+    "JobManagerUUID",
+    "LastName",
+    "Name",
+    "OtherName",
+    "Phone",
+    "PostalAddress",
+    "PostalCity",
+    "PostalCountry",
+    "PostalPostCode",
+    "PostalRegion",
+    "Postcode",
+    "PrepareActivityStatement",
+    "PrepareGST",
+    "PrepareTaxReturn",
+    "ProvisionalTaxBasis",
+    "ProvisionalTaxRatio",
+    "ReferralSource",
+    "Region",
+    "ReturnType",
+    "SignedTaxAuthority",
+    "TaxAgent",
+    "TaxNumber",
+    "UUID",
+    "Website",
+];
+const NEW_CONTACT: &[&str] = &[
+    "Addressee",
+    "Client",
+    "Email",
+    "IsPrimary",
+    "Mobile",
+    "Name",
+    "Phone",
+    "Position",
+    "Salutation",
+];
+const UPDATE_CONTACT: &[&str] = &[
+    "Addressee",
+    "Email",
+    "Mobile",
+    "Name",
+    "Phone",
+    "Positions",
+    "Salutation",
+];
+
+/// Refuses an element the operation's schema does not have.
+fn only(
+    fake: &FakeWorkflowMax,
+    fields: &Map<String, Value>,
+    schema: &[&str],
+    op: &str,
+) -> Result<(), Box<Response>> {
+    match fields.keys().find(|k| !schema.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => {
+            let what = format!("{op} has no element {k}");
+            fake.control.refuse_off_contract(&what);
+            Err(Box::new(wfm_error(StatusCode::BAD_REQUEST, &what)))
+        }
+    }
+}
+
+macro_rules! only {
+    ($fake:expr, $fields:expr, $schema:expr, $op:expr) => {
+        if let Err(resp) = only(&$fake, &$fields, $schema, $op) {
+            return *resp;
+        }
+    };
 }
 
 /// The body's root element as an object, or the error to answer.
@@ -895,6 +1039,7 @@ async fn add_client(
 ) -> Response {
     let (_g, after) = gate!(fake, headers, "create", "Client");
     let fields = body!(fake, body, "Client");
+    only!(fake, fields, NEW_CLIENT, "NewClient");
     if !has_name(&fields) {
         return wfm_error(StatusCode::OK, "Name is required");
     }
@@ -914,6 +1059,7 @@ async fn update_client(
 ) -> Response {
     let (_g, after) = gate!(fake, headers, "update", "Client");
     let mut fields = body!(fake, body, "Client");
+    only!(fake, fields, UPDATE_CLIENT, "UpdateClient");
     let Some(uuid) = fields.remove("UUID").map(|u| str_of(&u)) else {
         return wfm_error(StatusCode::OK, "UUID is required");
     };
@@ -943,6 +1089,7 @@ async fn add_contact(
 ) -> Response {
     let (_g, after) = gate!(fake, headers, "create", "Contact");
     let fields = body!(fake, body, "Contact");
+    only!(fake, fields, NEW_CONTACT, "NewContact");
     let client = fields
         .get("Client")
         .and_then(|c| c.get("UUID"))
@@ -995,6 +1142,7 @@ async fn update_contact(
         fake.control.refuse_off_contract(what);
         return wfm_error(StatusCode::BAD_REQUEST, what);
     }
+    only!(fake, fields, UPDATE_CONTACT, "Update_ClientContact");
     let positions = fields.remove("Positions");
     let stored = {
         let mut g = fake.lock();
@@ -1002,8 +1150,17 @@ async fn update_contact(
         let Some(c) = g.contacts.get_mut(&uuid) else {
             return wfm_error(StatusCode::OK, "Contact not found");
         };
-        if let Some(title) = position_at(positions.as_ref(), &c.client) {
-            c.fields.insert("Position".into(), title);
+        if let Some(p) = &positions {
+            match position_at(Some(p), &c.client) {
+                Some(title) => {
+                    c.fields.insert("Position".into(), title);
+                }
+                None => {
+                    let what = "Positions/Position needs the UUID of the contact's client";
+                    fake.control.refuse_off_contract(what);
+                    return wfm_error(StatusCode::BAD_REQUEST, what);
+                }
+            }
         }
         c.fields.extend(fields);
         let (parent, value) = (c.client.clone(), contact_value(&uuid, c));

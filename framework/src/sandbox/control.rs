@@ -299,6 +299,16 @@ impl FakeControl {
         n
     }
 
+    /// Counts an arriving request of `kind`: a list request (when `kind` is the fake's
+    /// `list_kind`) also runs the hooks due at it.
+    pub fn receive(&self, kind: &str, list_kind: &str) -> u64 {
+        if kind == list_kind {
+            self.list_request(kind)
+        } else {
+            self.count(kind)
+        }
+    }
+
     /// Notes an off-contract request the fake refused (what the contract says, and where).
     pub fn refuse_off_contract(&self, what: &str) {
         self.lock().malformed.push(what.to_string());
