@@ -489,10 +489,9 @@ async fn create(
         }
         store(&mut g, &entity, body).1
     };
-    answer_stored(after, rec, &SoErrors, |rec| {
-        (StatusCode::CREATED, Json(rec)).into_response()
-    })
-    .await
+    // POST answers 200 with the entity (specs/superoffice/Swagger-v1-Contact.json,
+    // `POST /api/v1/Contact`: responses 200 only).
+    answer_stored(after, rec, &SoErrors, |rec| Json(rec).into_response()).await
 }
 
 async fn read(
