@@ -280,28 +280,32 @@ async fn in_zone(b: &mut Bench, hours: i32) -> Res {
     b.hub_rename(&uid, "Zoned Hub edit")?;
     b.sync_clean().await?;
     b.app_holds_once(&["Zoned Hub edit", "Zoned edit 2"])?;
-    // Both sides edit one record a second apart: the later edit wins ("newest"), which
-    // only holds when the application's times are read in the right zone.
     let app_uid = b
         .hub_names()?
         .into_iter()
         .find(|(_, n)| n == "Zoned edit 2")
         .map(|(u, _)| u)
         .ok_or_else(|| fail("the application's record is not in the hub"))?;
+    later_edit_wins(b, &id, &app_uid).await
+}
+
+/// Both sides edit one record a second apart, each way round: the later edit wins
+/// ("newest"), which only holds when the application's times are read in the right zone.
+async fn later_edit_wins(b: &mut Bench, id: &str, uid: &str) -> Res {
+    let gap = Duration::from_millis(1100);
     for (first_in_app, earlier, later) in [
         (false, "Hub earlier", "App later"),
         (true, "App earlier", "Hub later"),
     ] {
-        let gap = Duration::from_millis(1100);
         tokio::time::sleep(gap).await;
         if first_in_app {
-            b.user().rename(&id, earlier);
+            b.user().rename(id, earlier);
             tokio::time::sleep(gap).await;
-            b.hub_rename(&app_uid, later)?;
+            b.hub_rename(uid, later)?;
         } else {
-            b.hub_rename(&app_uid, earlier)?;
+            b.hub_rename(uid, earlier)?;
             tokio::time::sleep(gap).await;
-            b.user().rename(&id, later);
+            b.user().rename(id, later);
         }
         b.sync_clean().await?;
         b.hub_holds_once(&[later])
