@@ -7,16 +7,15 @@ use ferry_connectors::workflowmax::fake::{self as wfm, FakeWorkflowMax};
 use ferry_framework::sandbox::SandboxApp;
 use serde_json::{json, Value};
 
-async fn so_fake() -> (FakeSuperOffice, String, String) {
-    let fake = FakeSuperOffice::new();
-    let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+/// An access token from a refresh-token grant at `url` with these credentials.
+async fn access_token(url: String, client_id: &str, secret: &str, refresh: &str) -> String {
     let token: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/login/common/oauth/tokens"))
+        .post(url)
         .form(&[
             ("grant_type", "refresh_token"),
-            ("client_id", so::CLIENT_ID),
-            ("client_secret", so::CLIENT_SECRET),
-            ("refresh_token", so::REFRESH_TOKEN),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("refresh_token", refresh),
         ])
         .send()
         .await
@@ -24,7 +23,14 @@ async fn so_fake() -> (FakeSuperOffice, String, String) {
         .json()
         .await
         .unwrap();
-    let access = token["access_token"].as_str().unwrap().to_string();
+    token["access_token"].as_str().unwrap().to_string()
+}
+
+async fn so_fake() -> (FakeSuperOffice, String, String) {
+    let fake = FakeSuperOffice::new();
+    let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{addr}/login/common/oauth/tokens");
+    let access = access_token(url, so::CLIENT_ID, so::CLIENT_SECRET, so::REFRESH_TOKEN).await;
     (
         fake,
         format!("http://{addr}/{}/api/v1", so::CONTEXT),
@@ -73,21 +79,8 @@ async fn superoffice_refuses_a_time_in_the_date_operator() {
 async fn wfm_fake() -> (FakeWorkflowMax, String, String) {
     let fake = FakeWorkflowMax::new();
     let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let token: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/oauth/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", wfm::CLIENT_ID),
-            ("client_secret", wfm::CLIENT_SECRET),
-            ("refresh_token", wfm::REFRESH_TOKEN),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = token["access_token"].as_str().unwrap().to_string();
+    let url = format!("http://{addr}/oauth/token");
+    let access = access_token(url, wfm::CLIENT_ID, wfm::CLIENT_SECRET, wfm::REFRESH_TOKEN).await;
     (fake, format!("http://{addr}/"), access)
 }
 

@@ -1,14 +1,13 @@
 //! `ferry demo` and `ferry sandbox`: a connector's fake application on loopback, synced
 //! through a hub on the embedded SQLite default.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferry_framework::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
+use ferry_framework::config::{ConnectionConfig, OrgConfig, Settings};
 use ferry_framework::connector;
 use ferry_framework::input_error;
 use ferry_framework::sync::{Engine, SyncOptions};
@@ -114,21 +113,8 @@ pub async fn demo(settings_path: &Path, args: DemoArgs) -> Result<ExitCode> {
             out!("   {l}")?;
         }
         let conn_def = connector::find(name).expect("found above");
-        let conn = ConnectionConfig {
-            name: name.clone(),
-            connector: name.clone(),
-            settings: handle.settings.clone(),
-            secrets: BTreeMap::new(),
-            parameters: BTreeMap::new(),
-            rate_limit: handle.rate_limit,
-            webhooks: None,
-            line: None,
-            entities: conn_def
-                .entities_for(&handle.settings)?
-                .iter()
-                .map(|e| (e.name().to_string(), EntitySelection::default()))
-                .collect(),
-        };
+        let entities = conn_def.entities_for(&handle.settings)?;
+        let conn = handle.connection(name, name, entities.iter().map(|e| e.name().to_string()));
         apps.push((handle, conn));
     }
     let org = OrgConfig {

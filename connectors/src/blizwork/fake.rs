@@ -80,6 +80,11 @@ fn envelope(code: i64, message: &str, extra: Value) -> Response {
     Json(v).into_response()
 }
 
+/// Case `n` of `process`, to change.
+fn case_mut<'a>(g: &'a mut Inner, process: &str, n: i64) -> Option<&'a mut Case> {
+    g.processes.get_mut(process)?.cases.get_mut(&n)
+}
+
 /// A case as `process/case` answers it; times in the tenant's zone, with their offset.
 fn case_doc(process: &str, n: i64, c: &Case, with_updated_on: bool, zone: FixedOffset) -> Value {
     let mut doc = json!({
@@ -177,11 +182,7 @@ impl FakeBlizWork {
     /// Changes fields of a case as a user completing a form would.
     pub fn edit_case(&self, process: &str, n: i64, fields: Value) -> bool {
         let mut g = self.lock();
-        let Some(c) = g
-            .processes
-            .get_mut(process)
-            .and_then(|p| p.cases.get_mut(&n))
-        else {
+        let Some(c) = case_mut(&mut g, process, n) else {
             return false;
         };
         if let Value::Object(f) = fields {
@@ -536,15 +537,10 @@ impl AppUser for FakeBlizWork {
         Ok(())
     }
 
-    /// Fields that are not an object.
+    /// A company name that is not text.
     fn corrupt(&self, id: &str) -> bool {
-        let n: i64 = id.parse().unwrap_or(-1);
         let mut g = self.lock();
-        let Some(c) = g
-            .processes
-            .get_mut(PROCESS)
-            .and_then(|p| p.cases.get_mut(&n))
-        else {
+        let Some(c) = case_mut(&mut g, PROCESS, id.parse().unwrap_or(-1)) else {
             return false;
         };
         c.fields

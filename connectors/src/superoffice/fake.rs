@@ -17,8 +17,8 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use ferry_framework::sandbox::{
-    answer_stored, AfterStore, AppUser, ErrorBody, FakeControl, Sandbox, SandboxApp, SandboxHandle,
-    Variant, Waiting,
+    answer_stored, bearer_token, AfterStore, AppUser, ErrorBody, FakeControl, Sandbox, SandboxApp,
+    SandboxHandle, Variant, Waiting,
 };
 use serde_json::{json, Map, Value};
 
@@ -270,11 +270,7 @@ async fn gate(
     fake.control.receive(kind, "list");
     {
         let g = fake.lock();
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let token = bearer_token(headers);
         if !g.tokens.contains(token) {
             return Err(Box::new(so_error(
                 401,

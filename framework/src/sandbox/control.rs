@@ -161,11 +161,6 @@ impl FakeControl {
             .sum()
     }
 
-    /// Every count, by kind.
-    pub fn all_calls(&self) -> HashMap<String, u64> {
-        self.lock().calls.clone()
-    }
-
     /// When each of the latest requests of `kind` arrived, oldest first.
     pub fn arrivals(&self, kind: &str) -> Vec<Instant> {
         let s = self.lock();
@@ -272,14 +267,6 @@ impl FakeControl {
     /// `t` as the tenant's wall-clock time.
     pub fn local(&self, t: DateTime<Utc>) -> NaiveDateTime {
         t.with_timezone(&self.zone()).naive_local()
-    }
-
-    /// A wall-clock time of the tenant as a point in time; `None` for a time the zone
-    /// cannot hold.
-    pub fn from_local(&self, t: NaiveDateTime) -> Option<DateTime<Utc>> {
-        t.and_local_timezone(self.zone())
-            .single()
-            .map(|d| d.with_timezone(&Utc))
     }
 
     /// Runs `hook` just before the `n`-th list request (counted from 1 over the fake's
@@ -422,7 +409,6 @@ mod tests {
         c.set_zone(FixedOffset::east_opt(9 * 3600));
         let local = c.local(c.now());
         assert_eq!(local.to_string(), "2026-03-02 09:15:00");
-        assert_eq!(c.from_local(local), Some(c.now()));
     }
 
     #[test]

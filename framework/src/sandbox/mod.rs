@@ -12,6 +12,16 @@ pub mod control;
 
 pub use control::{answer_stored, AfterStore, ErrorBody, FakeControl, Fault, Target};
 
+/// The token of a request's `Authorization: Bearer <token>` header (RFC 6750 §2.1), as
+/// fakes read it; empty when there is none.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
 /// Starts a connector's fake application.
 #[async_trait]
 pub trait Sandbox: Send + Sync {
@@ -29,6 +39,33 @@ pub struct SandboxHandle {
     /// The call limits the fake enforces, when they differ from the connector's defaults.
     pub rate_limit: Option<crate::http::rate::RateLimits>,
     pub app: Arc<dyn SandboxApp>,
+}
+
+impl SandboxHandle {
+    /// A connection named `name` of `connector` to this fake, syncing `entities` with the
+    /// default selection: its settings and call limits, no secrets from the environment
+    /// (the sandbox's are passed to [`Engine::prepare`](crate::sync::Engine::prepare)).
+    pub fn connection(
+        &self,
+        name: &str,
+        connector: &str,
+        entities: impl IntoIterator<Item = String>,
+    ) -> crate::config::ConnectionConfig {
+        crate::config::ConnectionConfig {
+            name: name.into(),
+            connector: connector.into(),
+            settings: self.settings.clone(),
+            secrets: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+            rate_limit: self.rate_limit,
+            webhooks: None,
+            line: None,
+            entities: entities
+                .into_iter()
+                .map(|e| (e, crate::config::EntitySelection::default()))
+                .collect(),
+        }
+    }
 }
 
 /// Acting on the fake as the application's own users would, for the demo.

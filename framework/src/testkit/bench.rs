@@ -1,14 +1,13 @@
 //! One case's world: a fresh fake of the application, an organization of its own in the
 //! kit's database with one connection to the fake, and an engine to sync them.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::{CaseError, KitConfig};
-use crate::config::{ConnectionConfig, EntitySelection, OrgConfig, Settings};
+use crate::config::{OrgConfig, Settings};
 use crate::connector::Connector;
 use crate::hub::HubModel;
 use crate::sandbox::{AppUser, CallKinds, FakeControl, SandboxApp, SandboxHandle};
@@ -68,17 +67,7 @@ impl Bench {
             connections: Vec::new(),
             source: "conformance kit".into(),
         };
-        let conn = ConnectionConfig {
-            name: "app".into(),
-            connector: connector.name().into(),
-            settings: handle.settings.clone(),
-            secrets: BTreeMap::new(),
-            parameters: BTreeMap::new(),
-            rate_limit: handle.rate_limit,
-            webhooks: None,
-            line: None,
-            entities: [(user.entity().to_string(), EntitySelection::default())].into(),
-        };
+        let conn = handle.connection("app", connector.name(), [user.entity().to_string()]);
         let prepared = engine.prepare(&org, &conn, Some(handle.secrets.clone()))?;
         Ok(Bench {
             engine,

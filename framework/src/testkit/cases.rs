@@ -7,7 +7,7 @@ use chrono::FixedOffset;
 
 use super::bench::{Bench, HTTP_TIMEOUT_SECONDS, MAX_RETRIES};
 use super::{CaseError, CaseFn};
-use crate::sandbox::{Fault, Target};
+use crate::sandbox::{FakeControl, Fault, Target};
 
 type Res = Result<(), CaseError>;
 
@@ -62,6 +62,13 @@ fn needs_reads(b: &Bench) -> Res {
         Err(CaseError::NotApplicable(
             "Ferry only sends to this application".into(),
         ))
+    }
+}
+
+/// Answers the next request `target` matches with `status`, and each of its retries too.
+fn fail_every_attempt(control: &FakeControl, target: Target, status: u16) {
+    for _ in 0..=MAX_RETRIES {
+        control.fail_next(target, Fault::Status(status));
     }
 }
 
@@ -243,12 +250,7 @@ async fn shared_update_time_interrupted(b: &mut Bench) -> Res {
     let list = b.kinds().list;
     b.control().before_list(
         next,
-        Box::new(move || {
-            for _ in 0..=MAX_RETRIES {
-                app.control()
-                    .fail_next(Target::Kind(list), Fault::Status(503));
-            }
-        }),
+        Box::new(move || fail_every_attempt(app.control(), Target::Kind(list), 503)),
     );
     let broken = b.sync().await?;
     check(broken.has_errors(), || {
@@ -516,10 +518,7 @@ async fn secrets_stay_out_of_errors(b: &mut Bench) -> Res {
     b.hub_create("Secretive Hub")?;
     let k = b.kinds();
     let kind = if readable { k.list } else { k.create };
-    for _ in 0..=MAX_RETRIES {
-        b.control()
-            .fail_next(Target::Kind(kind), Fault::Status(500));
-    }
+    fail_every_attempt(b.control(), Target::Kind(kind), 500);
     let r = b.sync().await?;
     check(r.has_errors(), || {
         "the failing run reported no error".into()
