@@ -31,11 +31,120 @@ async fn so_fake() -> (FakeSuperOffice, String, String) {
     let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{addr}/login/common/oauth/tokens");
     let access = access_token(url, so::CLIENT_ID, so::CLIENT_SECRET, so::REFRESH_TOKEN).await;
-    (
-        fake,
-        format!("http://{addr}/{}/api/v1", so::CONTEXT),
-        access,
-    )
+    let base = format!("{}v1", fake.tenant_url(&addr.to_string()));
+    (fake, base, access)
+}
+
+/// The tenant's web API is on a numbered host; the authentication host, and a host the
+/// tenant moved away from, answer 421 "Wrong subdomain used to access tenant"; the id
+/// token and the state service say where it is (SuperOfficeDocs
+/// en/developer-portal/best-practices/tenant-status/check-status.mdx,
+/// en/api/authentication/online/validate-security-tokens.mdx).
+#[tokio::test(flavor = "multi_thread")]
+async fn superoffice_answers_421_away_from_the_tenant() {
+    let fake = FakeSuperOffice::new();
+    let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let grant: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/login/common/oauth/tokens"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", so::CLIENT_ID),
+            ("client_secret", so::CLIENT_SECRET),
+            ("refresh_token", so::REFRESH_TOKEN),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = grant["access_token"].as_str().unwrap();
+    let get = |url: String| async move {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let unnumbered = format!("http://{addr}/{}/api/v1/Contact", so::CONTEXT);
+    let (status, body) = get(unnumbered).await;
+    assert_eq!(status, 421, "{body}");
+    assert!(body.contains("Wrong subdomain"), "{body}");
+    let tenant = fake.tenant_url(&addr.to_string());
+    assert_eq!(get(format!("{tenant}v1/Contact")).await.0, 200);
+    // The id token names the tenant.
+    let claims = grant["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    use base64::Engine as _;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&claims).unwrap();
+    assert_eq!(
+        claims["http://schemes.superoffice.net/identity/webapi_url"],
+        json!(tenant)
+    );
+    // Moved: the old host answers 421, the state service names the new one.
+    fake.move_tenant("sod3");
+    assert_eq!(get(format!("{tenant}v1/Contact")).await.0, 421);
+    let (status, body) = get(format!("http://{addr}/api/state/{}", so::CONTEXT)).await;
+    assert_eq!(status, 200, "{body}");
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        state["Api"],
+        json!(format!("http://{addr}/sod3/{}/api", so::CONTEXT))
+    );
+    assert_eq!(state["IsRunning"], json!(true));
+}
+
+/// A PUT replaces the whole entity (rest-webapi/index.mdx): one that leaves out a second
+/// e-mail or a description would delete them, so the fake refuses it; and a PUT with
+/// `If-Unmodified-Since` before the last change answers 412 (http-headers.mdx).
+#[tokio::test(flavor = "multi_thread")]
+async fn superoffice_refuses_lossy_and_stale_updates() {
+    let (fake, base, access) = so_fake().await;
+    let id = fake.add_contact("Nordic Freight AS", "", "");
+    let two = json!([
+        {"Value": "a@x.example", "StrippedValue": "a@x.example", "Description": "Main"},
+        {"Value": "b@x.example", "StrippedValue": "b@x.example", "Description": ""},
+    ]);
+    fake.edit("Contact", id, json!({"Emails": two}));
+    let put = |body: Value, since: Option<String>| {
+        let (base, access) = (base.clone(), access.clone());
+        async move {
+            let mut r = reqwest::Client::new()
+                .put(format!("{base}/Contact/{id}"))
+                .bearer_auth(&access)
+                .json(&body);
+            if let Some(s) = since {
+                r = r.header("If-Unmodified-Since", s);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let mut whole = fake.contact(id).unwrap();
+    whole["Emails"] = json!([{"Value": "a@x.example"}]);
+    let (status, body) = put(whole.clone(), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Emails"), "{body}");
+    whole["Emails"] = two.clone();
+    whole["Department"] = json!("Sales");
+    let stale = "Mon, 01 Jan 2001 00:00:00 GMT".to_string();
+    let (status, body) = put(whole.clone(), Some(stale)).await;
+    assert_eq!(status, 412, "{body}");
+    let fresh = (chrono::Utc::now() + chrono::Duration::seconds(5))
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let (status, body) = put(whole, Some(fresh)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.contact(id).unwrap()["Emails"], two);
 }
 
 async fn so_list(base: &str, access: &str, filter: &str) -> (u16, String) {

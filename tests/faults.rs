@@ -453,7 +453,7 @@ async fn credential_saves_survive_concurrent_writers() {
         };
         for v in 0..rounds as i64 {
             let token = format!("rotated-{v}");
-            match store.save_credentials(conn, Some("a"), Some(&token), None, v) {
+            match store.save_credentials(conn, Some("a"), Some(&token), None, None, v) {
                 Ok(true) => {}
                 Ok(false) => f.lost += 1,
                 Err(e) => {

@@ -41,6 +41,7 @@ fn open_client(e: &common::Hubbed) -> Arc<dyn ferry_framework::entity::ExternalC
                 budget: Arc::new(RateBudget::new(quick_limits().1)),
                 max_retries: 1,
             },
+            reads: Default::default(),
         })
         .unwrap()
 }

@@ -408,6 +408,11 @@ pub struct ConnectionConfig {
     /// Overrides of the connector's default call limits for this account.
     #[serde(default)]
     pub rate_limit: Option<crate::http::rate::RateLimits>,
+    /// Records per page for this connection's listings and pushes, first sync and
+    /// incremental alike (1–10000); unset: the size the connector recommends (its
+    /// application's documented best practice), else the `sync` settings'.
+    #[serde(default, deserialize_with = "ranged::connection_page_size")]
+    pub page_size: Option<usize>,
     /// Webhooks the application sends to `ferry serve` for this connection.
     #[serde(default)]
     pub webhooks: Option<WebhookConfig>,
@@ -589,6 +594,13 @@ mod ranged {
         shutdown_grace_seconds: u64 = 1, 600, " s";
         max_connections: usize = 1, 100_000, "";
         request_timeout_seconds: u64 = 1, 600, " s";
+    }
+
+    /// An optional page size, in the range of `page_size`.
+    pub fn connection_page_size<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<usize>, D::Error> {
+        check(d, "page_size", 1..=10_000, "").map(Some)
     }
 
     /// An organization slug: it names files, URLs and log lines, so lowercase letters,

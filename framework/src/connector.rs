@@ -22,6 +22,11 @@ pub struct ConnectionContext {
     pub secrets: BTreeMap<String, String>,
     pub tokens: TokenStore,
     pub transport: Transport,
+    /// What the connection's mappings read of each external entity, by external entity
+    /// name (`Contact`): see [`Mapping::external_reads`](crate::mapping::Mapping::external_reads).
+    /// A connector whose list can carry chosen columns asks for these and reads a record
+    /// by id only for what its list cannot carry. Empty: read whole records.
+    pub reads: BTreeMap<String, Vec<crate::mapping::path::Path>>,
 }
 
 impl std::fmt::Debug for ConnectionContext {
@@ -51,6 +56,12 @@ pub trait Connector: Send + Sync + 'static {
         settings: &serde_json::Value,
         secrets: &BTreeMap<String, String>,
     ) -> Result<()>;
+    /// Records per page the application's documentation recommends, if it does; a
+    /// connection's `page_size` overrides it, and it overrides the `sync` settings.
+    fn page_size(&self) -> Option<usize> {
+        None
+    }
+
     /// The application's published call limits; a connection's `rate_limit` overrides them.
     fn rate_limits(&self) -> RateLimits {
         RateLimits::default()

@@ -154,6 +154,23 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// The order an application's listing gives records in, which decides what a page tells
+/// the engine about changes not read yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    /// Oldest change first: once a page is read, every change up to its newest is in, so
+    /// each page is a checkpoint.
+    #[default]
+    ByChange,
+    /// By a key that never changes (keyset paging on the primary key): no row moves while
+    /// the list is read, but a record changed after the reader passed its key is not
+    /// listed again. No page is a checkpoint, and the watermark a complete listing leaves
+    /// stops short of the application's clock (its `Date` header) when the listing
+    /// began, so the next run lists what changed meanwhile. Record times must be in
+    /// that clock's frame (UTC).
+    ByKey,
+}
+
 /// The application side of a connection. Each call is one unit of API work; the connector
 /// handles auth, retries and its paging scheme inside.
 #[async_trait]
@@ -170,6 +187,11 @@ pub trait ExternalClient: Send + Sync {
         since: Option<DateTime<Utc>>,
         page: &PageRequest,
     ) -> Result<Page, ApiError>;
+
+    /// The order [`ExternalClient::list_changed`] gives `entity`'s records in.
+    fn list_order(&self, _entity: &EntityDef) -> ListOrder {
+        ListOrder::ByChange
+    }
 
     /// One record by id; `Ok(None)` when it no longer exists.
     async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError>;

@@ -86,7 +86,13 @@ pub fn connection(
         settings,
         secrets: BTreeMap::new(),
         parameters: BTreeMap::new(),
-        rate_limit: None,
+        // The fakes throttle nothing: no test waits on an application's published limit
+        // (SuperOffice's 10 calls a second) unless it sets one.
+        rate_limit: Some(ferry_framework::http::rate::RateLimits {
+            per_second: Some(1000),
+            ..Default::default()
+        }),
+        page_size: None,
         webhooks: None,
         line: None,
         entities: entities

@@ -1,45 +1,59 @@
-//! The SuperOffice REST client: OAuth refresh, error classification, OData listing and
-//! entity reads and writes.
+//! The SuperOffice REST client: the tenant's address, OAuth refresh, error
+//! classification, keyset listing of archive rows, and reads and writes that keep what
+//! Ferry does not map.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
-use ferry_framework::entity::{id_text, EntityDef, ExternalClient, Fetched, Page, PageRequest};
+use ferry_framework::entity::{
+    id_text, EntityDef, ExternalClient, Fetched, ListOrder, Page, PageRequest,
+};
 use ferry_framework::http::oauth::{RefreshConfig, TokenSource};
 use ferry_framework::http::{ApiError, Transport};
-use ferry_framework::listing::{Advance, OffsetCursor};
 use ferry_framework::sync::support::merge;
 use reqwest::Method;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Settings;
+use super::columns::{self, Archive, Plan};
+use super::{tenant, values, Settings};
+
+/// Tenants (by state service address) that refused `or` in a `$filter` in this process,
+/// so a worker asks each such tenant in two passes from its second run on, without the
+/// refused query first.
+fn refuse_or() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    SEEN.get_or_init(Default::default)
+}
+
+/// How often an update reads the record again after SuperOffice answered 412 (someone
+/// changed it between Ferry's read and its write).
+const PRECONDITION_ATTEMPTS: u32 = 3;
 
 /// Talks to one SuperOffice tenant.
 pub struct SuperOfficeClient {
     transport: Transport,
     settings: Settings,
-    api: String,
     tokens: TokenSource,
+    /// The tenant's web API, once known (ends in `/`).
+    api: tokio::sync::Mutex<Option<String>>,
+    /// What the Contact and Person listings select and carry.
+    contact: Plan,
+    person: Plan,
+    /// Set once the tenant refused `or` in a `$filter` (undocumented either way): changed
+    /// and new records are then listed in two passes.
+    no_or: AtomicBool,
 }
 
-/// The OData list: which archive columns hold the id and the update time.
-fn list_columns(entity: &EntityDef) -> (&'static str, &'static str, &'static str) {
-    match entity.external_entity {
-        "Person" => ("v1/Person", "personId", "personUpdatedDate"),
-        _ => ("v1/Contact", "contactId", "updatedDate"),
-    }
-}
-
-fn id_field(entity: &EntityDef) -> &'static str {
-    match entity.external_entity {
-        "Person" => "PersonId",
-        _ => "ContactId",
-    }
-}
-
-/// SuperOffice dates: `2024-05-01T10:00:00` (UTC) or RFC 3339.
+/// SuperOffice dates: `2024-05-01T10:00:00` (UTC, as the reference says of `UpdatedDate`
+/// and the archives' dates), or with an offset (`+01:00`, or `-0500` as `SO-TimeZone`'s
+/// `includeTZOffset` writes: SuperOfficeDocs `en/api/web-services/so-timezone.mdx`).
 pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
         .map(|d| d.with_timezone(&Utc))
         .ok()
         .or_else(|| {
@@ -53,27 +67,182 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Which records a listing pass asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Pass {
+    /// Every record (a first sync).
+    All,
+    /// Updated or registered since (one query, with `or`).
+    Either,
+    /// Updated since; followed by [`Pass::Registered`].
+    Updated,
+    /// Registered since: records never edited may have no update date (unverified).
+    Registered,
+}
+
+/// Where a keyset listing is: the pass and the last primary key read.
+#[derive(Debug, Serialize, Deserialize)]
+struct ListToken {
+    pass: Pass,
+    after: i64,
+}
+
 impl SuperOfficeClient {
     pub fn new(ctx: ConnectionContext) -> anyhow::Result<Self> {
         let settings = Settings::parse(&ctx.settings)?;
+        let mut refresh = RefreshConfig::from_secrets(
+            settings.token_url(),
+            settings.client_id.clone(),
+            None,
+            &ctx.secrets,
+        );
+        refresh.endpoint_of = Some(tenant::from_token_response);
+        let plan = |a: &Archive, entity: &str| match ctx.reads.get(entity) {
+            Some(reads) => a.plan(reads),
+            None => a.plan_whole(),
+        };
         Ok(Self {
-            api: settings.api_url(),
-            tokens: TokenSource::new(
-                &ctx.transport,
-                RefreshConfig::from_secrets(
-                    settings.token_url(),
-                    settings.client_id.clone(),
-                    None,
-                    &ctx.secrets,
-                ),
-                ctx.tokens,
-            ),
+            tokens: TokenSource::new(&ctx.transport, refresh, ctx.tokens),
+            contact: plan(&columns::CONTACT, "Contact"),
+            person: plan(&columns::PERSON, "Person"),
             transport: ctx.transport,
+            api: tokio::sync::Mutex::new(None),
+            no_or: AtomicBool::new(
+                refuse_or()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&settings.state_url()),
+            ),
             settings,
         })
     }
 
-    /// One API call with auth (one refresh on 401) and retries of transient failures.
+    fn plan(&self, entity: &EntityDef) -> &Plan {
+        match entity.external_entity {
+            "Person" => &self.person,
+            _ => &self.contact,
+        }
+    }
+
+    /// The tenant's web API: the configured `api_url`; else what the last token grant (or
+    /// discovery) stored with the credential; else the state service's answer.
+    async fn api(&self) -> Result<String, ApiError> {
+        if let Some(u) = &self.settings.api_url {
+            return Ok(tenant::with_slash(u));
+        }
+        let mut known = self.api.lock().await;
+        if let Some(u) = known.as_ref() {
+            return Ok(u.clone());
+        }
+        let found = match self.tokens.endpoint().await? {
+            Some(u) => u,
+            None => {
+                let u = self.ask_state().await?;
+                self.tokens.save_endpoint(&u)?;
+                u
+            }
+        };
+        *known = Some(found.clone());
+        Ok(found)
+    }
+
+    /// After a 421 from `stale`: asks the state service where the tenant is now.
+    async fn rediscover(&self, stale: &str) -> Result<(), ApiError> {
+        if self.settings.api_url.is_some() {
+            return Err(ApiError::Permanent(format!(
+                "HTTP 421 Misdirected Request from {stale} (the connection's `api_url`): \
+                 SuperOffice serves this tenant on another host. Remove `api_url` from the \
+                 connection's settings and Ferry finds the tenant itself"
+            )));
+        }
+        let mut known = self.api.lock().await;
+        if known.as_deref().is_some_and(|k| k != stale) {
+            return Ok(()); // another call found it meanwhile
+        }
+        let found = self.ask_state().await?;
+        if found == stale {
+            return Err(ApiError::Transient(format!(
+                "HTTP 421 Misdirected Request from {stale}, and SuperOffice's state service \
+                 still names it"
+            )));
+        }
+        tracing::info!(from = stale, to = %found, "the SuperOffice tenant moved");
+        self.tokens.save_endpoint(&found)?;
+        *known = Some(found);
+        Ok(())
+    }
+
+    /// `GET {login}api/state/{ctx}`: where the tenant lives now.
+    async fn ask_state(&self) -> Result<String, ApiError> {
+        let req = self
+            .transport
+            .http
+            .get(self.settings.state_url())
+            .header("Accept", "application/json");
+        let (status, wait, text) = self.transport.send(req).await?;
+        if status != 200 {
+            return Err(ApiError::from_status(
+                status,
+                wait,
+                format!("SuperOffice's state service: {}", error_message(&text)),
+            ));
+        }
+        let body: Value = serde_json::from_str(&text).map_err(|e| {
+            ApiError::Malformed(format!("SuperOffice's state service: invalid JSON: {e}"))
+        })?;
+        tenant::from_state(&body).map_err(ApiError::Transient)
+    }
+
+    /// One exchange with the tenant: auth (one refresh on 401), its address (found again
+    /// once on 421), retries of transient failures. Answers other than 2xx, 404 and 412
+    /// are errors; those three are the caller's to read.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        unmodified_since: Option<&str>,
+    ) -> Result<(u16, String), ApiError> {
+        self.transport
+            .with_retry(method != Method::POST, || async {
+                let (mut rejected, mut moved) = (None::<String>, false);
+                loop {
+                    let token = self.tokens.access_token(rejected.as_deref()).await?;
+                    let api = self.api().await?;
+                    let mut req = self
+                        .transport
+                        .http
+                        .request(method.clone(), format!("{api}{path}"))
+                        .bearer_auth(&token)
+                        .header("Accept", "application/json")
+                        .query(query);
+                    if let Some(t) = &self.settings.app_token {
+                        req = req.header("SO-AppToken", t);
+                    }
+                    if let Some(d) = unmodified_since {
+                        req = req.header("If-Unmodified-Since", d);
+                    }
+                    if let Some(b) = body {
+                        req = req.json(b);
+                    }
+                    let (status, wait, text) = self.transport.send(req).await?;
+                    match status {
+                        401 if rejected.is_none() => rejected = Some(token),
+                        421 if !moved => {
+                            moved = true;
+                            self.rediscover(&api).await?;
+                        }
+                        200..=299 | 404 | 412 => return Ok((status, text)),
+                        _ => return Err(ApiError::from_status(status, wait, error_message(&text))),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// A call whose 2xx answer is JSON (`Null` when empty); 404 is `None` for a GET and
+    /// an error otherwise; 412 is an error.
     async fn call(
         &self,
         method: Method,
@@ -81,55 +250,23 @@ impl SuperOfficeClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Option<Value>, ApiError> {
-        self.transport
-            .with_retry(method != Method::POST, || async {
-                let mut rejected: Option<String> = None;
-                loop {
-                    let token = self.tokens.access_token(rejected.as_deref()).await?;
-                    let mut req = self
-                        .transport
-                        .http
-                        .request(method.clone(), format!("{}{path}", self.api))
-                        .bearer_auth(&token)
-                        .header("Accept", "application/json")
-                        .query(query);
-                    if let Some(t) = &self.settings.app_token {
-                        req = req.header("SO-AppToken", t);
-                    }
-                    if let Some(b) = body {
-                        req = req.json(b);
-                    }
-                    let (status, wait, text) = self.transport.send(req).await?;
-                    if status == 401 && rejected.is_none() {
-                        rejected = Some(token);
-                        continue;
-                    }
-                    if status == 404 && method == Method::GET {
-                        return Ok(None);
-                    }
-                    if !(200..300).contains(&status) {
-                        return Err(ApiError::from_status(status, wait, error_message(&text)));
-                    }
-                    if text.trim().is_empty() {
-                        return Ok(Some(Value::Null));
-                    }
-                    return serde_json::from_str(&text).map(Some).map_err(|e| {
-                        ApiError::Malformed(format!("{method} {path}: invalid JSON: {e}"))
-                    });
-                }
-            })
-            .await
+        let (status, text) = self
+            .exchange(method.clone(), path, query, body, None)
+            .await?;
+        match status {
+            404 if method == Method::GET => Ok(None),
+            404 | 412 => Err(ApiError::from_status(status, None, error_message(&text))),
+            _ => json(&method, path, &text).map(Some),
+        }
     }
 
-    async fn get_entity(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
-        let (path, _, _) = list_columns(entity);
-        match self
-            .call(Method::GET, &format!("{path}/{id}"), &[], None)
-            .await?
-        {
+    /// An entity as SuperOffice holds it (values still encoded).
+    async fn get_raw(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
+        let path = format!("{}/{id}", columns::archive(entity.external_entity).path);
+        match self.call(Method::GET, &path, &[], None).await? {
             Some(v) if v.is_object() => Ok(Some(v)),
             Some(other) => Err(ApiError::Malformed(format!(
-                "{path}/{id}: expected an object, got {}",
+                "{path}: expected an object, got {}",
                 short(&other)
             ))),
             None => Ok(None),
@@ -150,6 +287,128 @@ impl SuperOfficeClient {
             ))),
         }
     }
+
+    /// The query of one listing page: the mapped columns, keyset on the primary key
+    /// ("Always use an $orderby={primarykey}": SuperOfficeDocs
+    /// `en/developer-portal/best-practices/index.mdx`), and the change filter with the
+    /// time-precision operator `afterTime` (`en/api/search/odata/datetime.md`; `after`
+    /// compares dates, `date.md`) on the update and registration dates (UTC).
+    fn list_query(
+        a: &Archive,
+        plan: &Plan,
+        since: Option<DateTime<Utc>>,
+        at: &ListToken,
+        top: usize,
+    ) -> Vec<(&'static str, String)> {
+        let mut filters = Vec::new();
+        if let Some(s) = since {
+            // The engine asks for "at or after"; `afterTime` is strict.
+            let t = (s - chrono::Duration::seconds(1)).format("%Y-%m-%dT%H:%M:%S");
+            let (u, r) = (a.updated, a.registered);
+            match at.pass {
+                Pass::All => {}
+                Pass::Either => {
+                    filters.push(format!("({u} afterTime '{t}' or {r} afterTime '{t}')"))
+                }
+                Pass::Updated => filters.push(format!("{u} afterTime '{t}'")),
+                Pass::Registered => filters.push(format!("{r} afterTime '{t}'")),
+            }
+        }
+        if at.after > 0 {
+            filters.push(format!("{} gt {}", a.key, at.after));
+        }
+        let mut query = vec![
+            ("$select", plan.select.join(",")),
+            ("$orderBy", a.key.to_string()),
+            ("$top", top.to_string()),
+        ];
+        if !filters.is_empty() {
+            query.push(("$filter", filters.join(" and ")));
+        }
+        query
+    }
+
+    /// One page of rows; a tenant that refuses `or` is asked again with the first of
+    /// the two passes that replace it.
+    async fn rows(
+        &self,
+        a: &Archive,
+        plan: &Plan,
+        since: Option<DateTime<Utc>>,
+        at: &mut ListToken,
+        top: usize,
+    ) -> Result<Vec<Value>, ApiError> {
+        loop {
+            let query = Self::list_query(a, plan, since, at, top);
+            match self.odata(a.path, &query).await {
+                Err(ApiError::Permanent(e)) if at.pass == Pass::Either => {
+                    tracing::info!(error = %e, "SuperOffice refused `or` in $filter; listing changed and new records in two passes");
+                    self.no_or.store(true, Ordering::Relaxed);
+                    refuse_or()
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(self.settings.state_url());
+                    at.pass = Pass::Updated;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Records for listed rows the list cannot carry whole: each read by id.
+    async fn read_each(
+        &self,
+        entity: &EntityDef,
+        ids: Vec<String>,
+    ) -> Result<Vec<Fetched>, ApiError> {
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get(entity, &id).await {
+                Ok(Some(r)) => records.push(Fetched::Record(r)),
+                Ok(None) => {} // deleted between the list and the read
+                Err(e @ (ApiError::Malformed(_) | ApiError::Permanent(_))) => {
+                    records.push(Fetched::Bad {
+                        id: Some(id),
+                        error: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Writes `body` over the entity unless someone changed it since `current` was read
+    /// (`If-Unmodified-Since`, answered 412: SuperOfficeDocs
+    /// `en/api/web-services/endpoints/http-headers.mdx`; Swagger-v1-Contact.json
+    /// `PUT /api/v1/Contact/{id}` response 412). `None`: it changed, read it again.
+    async fn put_unless_changed(
+        &self,
+        path: &str,
+        current: &Value,
+        body: &Value,
+    ) -> Result<Option<Value>, ApiError> {
+        let since = ["UpdatedDate", "CreatedDate"]
+            .iter()
+            .find_map(|k| current.get(*k)?.as_str().and_then(parse_date))
+            .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        let (status, text) = self
+            .exchange(Method::PUT, path, &[], Some(body), since.as_deref())
+            .await?;
+        match status {
+            412 => Ok(None),
+            404 => Err(ApiError::NotFound(path.to_string())),
+            _ => json(&Method::PUT, path, &text).map(Some),
+        }
+    }
+}
+
+fn json(method: &Method, path: &str, text: &str) -> Result<Value, ApiError> {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::Malformed(format!("{method} {path}: invalid JSON: {e}")))
 }
 
 /// SuperOffice's error JSON (`ErrorType: ErrorMessage`), else the raw body.
@@ -170,105 +429,146 @@ fn short(v: &Value) -> String {
     v.to_string().chars().take(200).collect()
 }
 
+fn object(v: Option<Value>, what: impl FnOnce() -> String) -> Result<Value, ApiError> {
+    v.filter(Value::is_object)
+        .ok_or_else(|| ApiError::Malformed(format!("{}: no entity in the response", what())))
+}
+
 #[async_trait]
 impl ExternalClient for SuperOfficeClient {
+    /// Keyset pages in primary-key order, each row a record carrying the mapped columns
+    /// (read whole by id only when a mapping reads a field no column carries).
     async fn list_changed(
         &self,
         entity: &EntityDef,
         since: Option<DateTime<Utc>>,
         page: &PageRequest,
     ) -> Result<Page, ApiError> {
-        let (path, id_col, date_col) = list_columns(entity);
-        // The list is sorted by update date and paged by $skip: an edit during the listing
-        // moves a row to the end and shifts the rest, so pages overlap (framework listing).
-        let cursor = OffsetCursor::from_token(page.token.as_deref())?;
-        let (skip, top) = cursor.window(page.size);
-        let mut query = vec![
-            ("$select", format!("{id_col},{date_col}")),
-            ("$orderBy", date_col.to_string()),
-            ("$top", top.to_string()),
-            ("$skip", skip.to_string()),
-        ];
-        if let Some(s) = since {
-            // `after` compares dates; times take `afterTime` (SuperOffice docs,
-            // en/api/search/odata/date.md and datetime.md). The engine asks for "at or
-            // after" and `afterTime` is strict, so one second earlier keeps records at the
-            // boundary time; the lookback re-reads the boundary either way.
-            let s = s - chrono::Duration::seconds(1);
-            query.push((
-                "$filter",
-                format!("{date_col} afterTime '{}'", s.format("%Y-%m-%dT%H:%M:%S")),
-            ));
-        }
-        let rows = self.odata(path, &query).await?;
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| id_text(r.get(id_col)).unwrap_or_default())
-            .collect();
-        let (keep, next) = match cursor.advance(&ids, top)? {
-            Advance::Rows { keep, next } => (keep, next),
-            Advance::Restart { next } => {
-                return Ok(Page {
-                    records: Vec::new(),
-                    next: Some(next),
-                })
-            }
+        let a = columns::archive(entity.external_entity);
+        let plan = self.plan(entity);
+        let mut at = match page.token.as_deref() {
+            Some(t) => serde_json::from_str(t)
+                .map_err(|e| ApiError::Malformed(format!("bad page token {t:?}: {e}")))?,
+            None => ListToken {
+                pass: match since {
+                    None => Pass::All,
+                    Some(_) if self.no_or.load(Ordering::Relaxed) => Pass::Updated,
+                    Some(_) => Pass::Either,
+                },
+                after: 0,
+            },
         };
-        let mut records = Vec::with_capacity(keep.len());
-        for row in keep.into_iter().map(|i| &rows[i]) {
-            let Some(id) = id_text(row.get(id_col)) else {
-                records.push(Fetched::Bad {
-                    id: None,
-                    error: format!("{path}: a row has no {id_col}: {}", short(row)),
-                });
-                continue;
-            };
-            match self.get_entity(entity, &id).await {
-                Ok(Some(r)) => records.push(Fetched::Record(r)),
-                Ok(None) => {} // deleted between the list and the read
-                Err(e @ (ApiError::Malformed(_) | ApiError::Permanent(_))) => {
-                    records.push(Fetched::Bad {
-                        id: Some(id),
-                        error: e.to_string(),
-                    })
+        let top = page.size.max(1);
+        let rows = self.rows(a, plan, since, &mut at, top).await?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut last = at.after;
+        for row in &rows {
+            let rec = row
+                .as_object()
+                .ok_or_else(|| format!("a row is not an object: {}", short(row)))
+                .and_then(|r| a.record(plan, r));
+            match rec {
+                Ok(rec) => {
+                    let id = id_text(rec.get(a.id_field)).and_then(|id| id.parse::<i64>().ok());
+                    last = last.max(id.unwrap_or(0));
+                    records.push(Fetched::Record(rec));
                 }
-                Err(e) => return Err(e),
+                Err(e) => records.push(Fetched::Bad {
+                    id: None,
+                    error: format!("{}: {e}", a.path),
+                }),
             }
         }
-        Ok(Page { records, next })
+        let full = rows.len() >= top;
+        if full && last <= at.after {
+            return Err(ApiError::Malformed(format!(
+                "{}: a full page of rows without a {} past {}",
+                a.path, a.key, at.after
+            )));
+        }
+        if !plan.uncarried.is_empty() {
+            let ids = records
+                .iter()
+                .filter_map(|f| match f {
+                    Fetched::Record(r) => id_text(r.get(a.id_field)),
+                    Fetched::Bad { .. } => None,
+                })
+                .collect();
+            let bad = records
+                .into_iter()
+                .filter(|f| matches!(f, Fetched::Bad { .. }));
+            let mut read = self.read_each(entity, ids).await?;
+            read.extend(bad);
+            records = read;
+        }
+        let next = match (full, at.pass) {
+            (true, pass) => Some(ListToken { pass, after: last }),
+            (false, Pass::Updated) => Some(ListToken {
+                pass: Pass::Registered,
+                after: 0,
+            }),
+            (false, _) => None,
+        };
+        Ok(Page {
+            records,
+            next: next.map(|t| serde_json::to_string(&t).unwrap_or_default()),
+        })
+    }
+
+    fn list_order(&self, _entity: &EntityDef) -> ListOrder {
+        ListOrder::ByKey
     }
 
     async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
-        self.get_entity(entity, id).await
+        Ok(self.get_raw(entity, id).await?.map(values::decode_record))
     }
 
+    /// Starts from the entity SuperOffice would make on "New" (`GET .../default`:
+    /// Swagger-v1-Contact.json, "NetServer calculates default values on the entity, which
+    /// is required when creating/storing a new instance"; SuperOfficeDocs
+    /// `en/api/web-services/howto/company/create-contact.mdx`), then POSTs it.
     async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
-        let (path, _, _) = list_columns(entity);
-        self.call(Method::POST, path, &[], Some(fields))
+        let path = columns::archive(entity.external_entity).path;
+        let default_path = format!("{path}/default");
+        let defaults = self
+            .call(Method::GET, &default_path, &[], None)
             .await?
             .filter(Value::is_object)
-            .ok_or_else(|| ApiError::Malformed(format!("POST {path}: no entity in the response")))
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let encoded = values::encode_fields(fields, &defaults).map_err(ApiError::Permanent)?;
+        let body = merge(&defaults, &encoded);
+        let stored = self.call(Method::POST, path, &[], Some(&body)).await?;
+        object(stored, || format!("POST {path}")).map(values::decode_record)
     }
 
+    /// Reads the entity, changes only the mapped values (lists item by item, encoded
+    /// values in their kind) and PUTs it back unless it changed meanwhile; then reads it
+    /// again and retries.
     async fn update(
         &self,
         entity: &EntityDef,
         id: &str,
         fields: &Value,
     ) -> Result<Value, ApiError> {
-        // PUT replaces the entity: read it, overlay the mapped fields, write it back.
-        let (path, _, _) = list_columns(entity);
-        let current = self
-            .get_entity(entity, id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("{path}/{id}")))?;
-        let body = merge(&current, fields);
-        self.call(Method::PUT, &format!("{path}/{id}"), &[], Some(&body))
-            .await?
-            .filter(Value::is_object)
-            .ok_or_else(|| {
-                ApiError::Malformed(format!("PUT {path}/{id}: no entity in the response"))
-            })
+        let path = format!("{}/{id}", columns::archive(entity.external_entity).path);
+        for _ in 0..PRECONDITION_ATTEMPTS {
+            let current = self
+                .get_raw(entity, id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(path.clone()))?;
+            let encoded = values::encode_fields(fields, &current).map_err(ApiError::Permanent)?;
+            let body = merge(&current, &encoded);
+            if let Some(stored) = self.put_unless_changed(&path, &current, &body).await? {
+                return object(Some(stored), || format!("PUT {path}")).map(values::decode_record);
+            }
+            tracing::debug!(
+                path,
+                "changed in SuperOffice since read (412); reading it again"
+            );
+        }
+        Err(ApiError::Transient(format!(
+            "PUT {path}: the record changed in SuperOffice between each of {PRECONDITION_ATTEMPTS} reads and writes (HTTP 412)"
+        )))
     }
 
     async fn find_match(
@@ -276,7 +576,7 @@ impl ExternalClient for SuperOfficeClient {
         entity: &EntityDef,
         fields: &Value,
     ) -> Result<Option<Value>, ApiError> {
-        let (path, id_col, _) = list_columns(entity);
+        let a = columns::archive(entity.external_entity);
         let s = |k: &str| {
             fields
                 .get(k)
@@ -297,36 +597,30 @@ impl ExternalClient for SuperOfficeClient {
         };
         let rows = self
             .odata(
-                path,
+                a.path,
                 &[
-                    ("$select", id_col.to_string()),
+                    ("$select", a.key.to_string()),
                     ("$filter", filter),
-                    ("$orderBy", id_col.to_string()),
+                    ("$orderBy", a.key.to_string()),
                     ("$top", "1".into()),
                 ],
             )
             .await?;
-        match rows.first().and_then(|r| id_text(r.get(id_col))) {
-            Some(id) => self.get_entity(entity, &id).await,
+        match rows.first().and_then(|r| id_text(r.get(a.key))) {
+            Some(id) => self.get(entity, &id).await,
             None => Ok(None),
         }
     }
 
     fn record_id(&self, entity: &EntityDef, record: &Value) -> Option<String> {
-        id_text(record.get(id_field(entity))).filter(|id| id != "0")
+        id_text(record.get(columns::archive(entity.external_entity).id_field))
+            .filter(|id| id != "0")
     }
 
     fn updated_at(&self, _entity: &EntityDef, record: &Value) -> Option<DateTime<Utc>> {
-        record
-            .get("UpdatedDate")
-            .and_then(Value::as_str)
-            .and_then(parse_date)
-            .or_else(|| {
-                record
-                    .get("CreatedDate")
-                    .and_then(Value::as_str)
-                    .and_then(parse_date)
-            })
+        ["UpdatedDate", "CreatedDate"]
+            .iter()
+            .find_map(|k| record.get(*k)?.as_str().and_then(parse_date))
     }
 
     fn display_name(&self, entity: &EntityDef, record: &Value) -> Option<String> {

@@ -2,7 +2,10 @@
 //! hub Person with its Contact reference. OAuth refresh-token flow per environment.
 
 mod client;
+mod columns;
 pub mod fake;
+mod tenant;
+mod values;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -11,6 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use ferry_framework::connector::{ConnectionContext, Connector};
 use ferry_framework::entity::{Capabilities, Entity, EntityDef, ExternalClient};
+use ferry_framework::http::rate::RateLimits;
 use ferry_framework::sandbox::Sandbox;
 use serde::Deserialize;
 
@@ -25,11 +29,17 @@ pub struct Settings {
     /// The tenant, `CustNNNNN`.
     pub context_identifier: String,
     pub client_id: String,
-    /// Tenant API base, e.g. `https://sod.superoffice.com/Cust12345/api/` (from the id
-    /// token's `webapi_url`); a sandbox URL for tests and the demo.
+    /// The tenant's web API, e.g. `https://online2.superoffice.com/Cust12345/api/`, fixed:
+    /// for a sandbox or an on-site installation. Unset (the rule for SuperOffice Online),
+    /// Ferry finds it from each token grant's id token and from the state service, and
+    /// finds it again when the tenant moves (see `tenant.rs`).
     #[serde(default)]
     pub api_url: Option<String>,
-    /// Token endpoint; defaults to the environment's.
+    /// The authentication host, where the token endpoint and the state service are;
+    /// defaults to the environment's, `https://{environment}.superoffice.com/`.
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// Token endpoint; defaults to `{login_url}login/common/oauth/tokens`.
     #[serde(default)]
     pub token_url: Option<String>,
     /// `SO-AppToken` header for server-to-server calls, if the app has one.
@@ -47,7 +57,11 @@ impl Settings {
                 s.environment
             );
         }
-        for (field, url) in [("api_url", &s.api_url), ("token_url", &s.token_url)] {
+        for (field, url) in [
+            ("api_url", &s.api_url),
+            ("login_url", &s.login_url),
+            ("token_url", &s.token_url),
+        ] {
             if let Some(url) = url {
                 ferry_framework::config::check_http_url(field, url)?;
             }
@@ -61,27 +75,26 @@ impl Settings {
         Ok(s)
     }
 
-    pub fn api_url(&self) -> String {
-        let url = self.api_url.clone().unwrap_or_else(|| {
-            format!(
-                "https://{}.superoffice.com/{}/api/",
-                self.environment, self.context_identifier
-            )
-        });
-        if url.ends_with('/') {
-            url
-        } else {
-            format!("{url}/")
+    /// The authentication host, ending in `/`.
+    pub fn login_url(&self) -> String {
+        match &self.login_url {
+            Some(u) => tenant::with_slash(u),
+            None => format!("https://{}.superoffice.com/", self.environment),
         }
     }
 
+    /// The token endpoint (SuperOfficeDocs
+    /// `en/api/authentication/online/sign-in-user/auth-code-flow.mdx`).
     pub fn token_url(&self) -> String {
-        self.token_url.clone().unwrap_or_else(|| {
-            format!(
-                "https://{}.superoffice.com/login/common/oauth/tokens",
-                self.environment
-            )
-        })
+        self.token_url
+            .clone()
+            .unwrap_or_else(|| format!("{}login/common/oauth/tokens", self.login_url()))
+    }
+
+    /// The state service's address for this tenant (SuperOfficeDocs
+    /// `en/developer-portal/best-practices/tenant-status/check-status.mdx`).
+    pub fn state_url(&self) -> String {
+        format!("{}api/state/{}", self.login_url(), self.context_identifier)
     }
 }
 
@@ -253,6 +266,21 @@ impl Connector for SuperOffice {
             }
         }
         Ok(())
+    }
+
+    /// "Ask for a pagesize of 1000" (SuperOfficeDocs
+    /// `en/developer-portal/best-practices/index.mdx`, "Searching").
+    fn page_size(&self) -> Option<usize> {
+        Some(1000)
+    }
+
+    /// "No more than 10 API calls per second" (SuperOfficeDocs
+    /// `en/developer-portal/custom-app/checklist.mdx`, "Limit your searches").
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            per_second: Some(10),
+            ..RateLimits::default()
+        }
     }
 
     fn open(&self, ctx: ConnectionContext) -> Result<Arc<dyn ExternalClient>> {

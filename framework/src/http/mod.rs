@@ -228,6 +228,9 @@ pub struct Tokens {
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where the account's API lives, when the token grant says (SuperOffice's tenant
+    /// URL): read by [`RefreshConfig::endpoint_of`](oauth::RefreshConfig::endpoint_of).
+    pub endpoint: Option<String>,
     /// Stored version, for compare-and-swap saves.
     pub version: i64,
 }
@@ -244,6 +247,7 @@ impl std::fmt::Debug for Tokens {
                 &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
             )
             .field("expires_at", &self.expires_at)
+            .field("endpoint", &self.endpoint)
             .field("version", &self.version)
             .finish()
     }
@@ -275,6 +279,7 @@ impl TokenStore {
             access_token: open(row.access_token)?,
             refresh_token: open(row.refresh_token)?,
             expires_at: row.expires_at.map(|t| t.and_utc()),
+            endpoint: row.endpoint,
             version: row.version,
         })
     }
@@ -288,8 +293,14 @@ impl TokenStore {
             seal(&new.access_token)?.as_deref(),
             seal(&new.refresh_token)?.as_deref(),
             new.expires_at.map(|t| t.naive_utc()),
+            new.endpoint.as_deref(),
             expected_version,
         )
+    }
+
+    /// Records where the account's API lives now, keeping the tokens.
+    pub fn save_endpoint(&self, endpoint: &str) -> Result<()> {
+        self.store.save_endpoint(self.connection_id, endpoint)
     }
 }
 

@@ -22,6 +22,9 @@ pub struct RefreshConfig {
     pub scope: Option<String>,
     /// The refresh token from the environment, used until one is stored.
     pub initial_refresh_token: Option<String>,
+    /// Reads where the account's API lives from a token response (SuperOffice's id_token
+    /// claim), for applications that say so there; kept with the tokens.
+    pub endpoint_of: Option<fn(&Value) -> Option<String>>,
 }
 
 impl RefreshConfig {
@@ -38,6 +41,7 @@ impl RefreshConfig {
             client_secret: secrets.get("client_secret").cloned().unwrap_or_default(),
             scope,
             initial_refresh_token: secrets.get("refresh_token").cloned(),
+            endpoint_of: None,
         }
     }
 }
@@ -135,6 +139,20 @@ impl TokenSource {
         let token = self.refresh(stored).await?;
         *current = Some(token.clone());
         Ok(token)
+    }
+
+    /// Where the account's API lives, as the last token grant (or a later discovery) said:
+    /// `None` when no grant said. Call after [`TokenSource::access_token`].
+    pub async fn endpoint(&self) -> Result<Option<String>, ApiError> {
+        if let Some(t) = self.unsaved.lock().await.as_ref() {
+            return Ok(t.endpoint.clone());
+        }
+        Ok(self.tokens.load().map_err(store_err)?.endpoint)
+    }
+
+    /// Records where the account's API lives now (found after a grant, or moved).
+    pub fn save_endpoint(&self, endpoint: &str) -> Result<(), ApiError> {
+        self.tokens.save_endpoint(endpoint).map_err(store_err)
     }
 
     /// Refreshes with the stored refresh token; when the application refuses it and the
@@ -236,6 +254,11 @@ impl TokenSource {
                 .map(str::to_string)
                 .or(Some(refresh)),
             expires_at: Some(Utc::now() + Duration::seconds(expires_in)),
+            endpoint: self
+                .config
+                .endpoint_of
+                .and_then(|f| f(&body))
+                .or(stored.endpoint.clone()),
             version: stored.version,
         };
         if self.keep(&new, stored.version).await {

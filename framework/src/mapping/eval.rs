@@ -82,6 +82,19 @@ impl Mapping {
         any(&self.rules)
     }
 
+    /// The external fields a record must carry for [`Mapping::to_hub`] to see everything
+    /// this mapping reads: each rule's external path (a list with item rules is read
+    /// whole). A connector that can list chosen columns asks for these alone.
+    pub fn external_reads(&self) -> Vec<super::Path> {
+        let mut out: Vec<super::Path> = Vec::new();
+        for r in self.rules.iter().filter(|r| r.to_hub_dir) {
+            if let Some(p) = r.external.as_ref().filter(|p| !out.contains(p)) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
     /// Maps a hub record to the external fields it carries.
     pub fn to_external(&self, hub: &Value, refs: &dyn RefResolver) -> Result<Value, MapError> {
         apply(&self.rules, hub, refs, Dir::ToExternal, false)

@@ -114,6 +114,7 @@ struct State {
     zone: Option<FixedOffset>,
     hooks: ListHooks<dyn FnOnce() + Send>,
     malformed: Vec<String>,
+    latency: Option<std::time::Duration>,
 }
 
 /// The shared control of one fake: call counts by kind, queued faults, the fake's clock and
@@ -206,6 +207,10 @@ impl FakeControl {
         entity: &str,
         errors: &dyn ErrorBody,
     ) -> Result<Option<AfterStore>, Response> {
+        let latency = self.lock().latency;
+        if let Some(d) = latency {
+            tokio::time::sleep(d).await;
+        }
         match self.take_fault(kind, entity) {
             None => Ok(None),
             Some(Fault::Delay(d)) => {
@@ -227,6 +232,12 @@ impl FakeControl {
                 Err(status_answer(errors, 429, Some(date)))
             }
         }
+    }
+
+    /// Makes every answer take `d` longer (a network between Ferry and the application,
+    /// for benchmarks); `None` answers at once.
+    pub fn set_latency(&self, d: Option<std::time::Duration>) {
+        self.lock().latency = d;
     }
 
     /// The fake's clock: the time set, or the real time.

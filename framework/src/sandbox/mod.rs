@@ -58,6 +58,7 @@ impl SandboxHandle {
             secrets: BTreeMap::new(),
             parameters: BTreeMap::new(),
             rate_limit: self.rate_limit,
+            page_size: None,
             webhooks: None,
             line: None,
             entities: entities
@@ -195,6 +196,11 @@ pub trait AppUser: Send + Sync {
     /// Revokes the refresh token (an admin removed the app's access); false without one.
     fn revoke_refresh_token(&self) -> bool {
         false
+    }
+    /// List calls an idle run needs under the current variant: one, unless the contract
+    /// leaves the application no single query for "changed since" (the fake says why).
+    fn idle_list_calls(&self) -> u64 {
+        1
     }
     /// Whether the application reports update times (needed by the time zone cases).
     fn reports_times(&self) -> bool {

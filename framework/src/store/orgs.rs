@@ -43,6 +43,8 @@ pub struct CredentialRow {
     pub expires_at: Option<NaiveDateTime>,
     pub version: i64,
     pub updated_at: NaiveDateTime,
+    /// Where the account's API lives, as the application last said (not sealed).
+    pub endpoint: Option<String>,
 }
 
 /// Runs a read-then-insert `f` in a write transaction, and once more if a concurrent
@@ -257,6 +259,7 @@ impl Store {
         access_token: Option<&str>,
         refresh_token: Option<&str>,
         expires_at: Option<NaiveDateTime>,
+        endpoint: Option<&str>,
         expected_version: i64,
     ) -> Result<bool> {
         let mut c = self.conn()?;
@@ -273,6 +276,7 @@ impl Store {
                         credentials::access_token.eq(access_token),
                         credentials::refresh_token.eq(refresh_token),
                         credentials::expires_at.eq(expires_at),
+                        credentials::endpoint.eq(endpoint),
                         credentials::version.eq(1i64),
                         credentials::updated_at.eq(now()),
                     ))
@@ -287,6 +291,7 @@ impl Store {
                     credentials::access_token.eq(access_token),
                     credentials::refresh_token.eq(refresh_token),
                     credentials::expires_at.eq(expires_at),
+                    credentials::endpoint.eq(endpoint),
                     credentials::version.eq(expected_version + 1),
                     credentials::updated_at.eq(now()),
                 ))
@@ -295,5 +300,18 @@ impl Store {
             Ok::<_, diesel::result::Error>(n == 1)
         })
         .context("cannot save credentials")
+    }
+
+    /// Records where the account's API lives now (a tenant that moved), keeping the tokens
+    /// and their version. Nothing is saved for a connection with no credential yet.
+    pub fn save_endpoint(&self, connection_id: i64, endpoint: &str) -> Result<()> {
+        let mut c = self.conn()?;
+        write_transaction(&mut c, |c| {
+            diesel::update(credentials::table.find(connection_id))
+                .set(credentials::endpoint.eq(endpoint))
+                .execute(c)
+        })
+        .context("cannot save the API endpoint")?;
+        Ok(())
     }
 }

@@ -33,6 +33,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         version -> BigInt,
         updated_at -> Timestamp,
+        endpoint -> Nullable<Text>,
     }
 }
 

@@ -757,8 +757,25 @@ impl Engine {
                 ),
                 max_retries: self.settings.sync.max_retries,
             },
+            reads: external_reads(p),
         })
     }
+}
+
+/// What a connection's mappings read, by external entity.
+fn external_reads(p: &Prepared) -> BTreeMap<String, Vec<crate::mapping::path::Path>> {
+    let mut out: BTreeMap<String, Vec<crate::mapping::path::Path>> = BTreeMap::new();
+    for s in &p.entities {
+        for (def, m) in s.entity.parts().iter().zip(&s.mappings) {
+            let reads = out.entry(def.external_entity.to_string()).or_default();
+            for path in m.external_reads() {
+                if !reads.contains(&path) {
+                    reads.push(path);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -853,7 +870,9 @@ impl EntitySync<'_> {
     }
 
     fn page_size(&self, first_sync: bool) -> usize {
-        if first_sync {
+        if let Some(n) = self.p.config.page_size.or(self.p.connector.page_size()) {
+            n
+        } else if first_sync {
             self.engine.settings.sync.first_sync_batch_size
         } else {
             self.engine.settings.sync.page_size

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::pipeline::{Batch, Prefetch, BATCH_PAGES};
 use super::premap::{prepare_page, Part, PreparedPage};
 use super::EntitySync;
-use crate::entity::{Fetched, PageRequest, SplitFn};
+use crate::entity::{Fetched, ListOrder, PageRequest, SplitFn};
 use crate::mapping::MapError;
 use crate::store::idmaps::{IdMap, Side};
 use crate::store::orgs::now;
@@ -64,7 +64,10 @@ pub(crate) async fn pull_entity(
     let mut next = Some(fetch(None));
     let mut batch = Batch::new(engine.store.conn()?, !opts.dry_run);
     let mut pages: u64 = 0;
-    let mut clock = SourceClock::default();
+    let mut clock = SourceClock {
+        order: jobs[0].client.list_order(def0),
+        ..SourceClock::default()
+    };
     while let Some(pending) = next.take() {
         let listed = match pending.finish().await {
             Ok(listed) => listed,
@@ -82,8 +85,12 @@ pub(crate) async fn pull_entity(
         // One page ahead: the application answers the next, and it is prepared, while
         // this one is written.
         next = listed.next.clone().map(|t| fetch(Some(t)));
-        // Pages come oldest change first: every change up to this page's newest is in.
-        let seen = listed.latest.map(|t| t.naive_utc());
+        // Pages that come oldest change first are checkpoints: every change up to this
+        // page's newest is in. A page in key order says nothing of the rows not read yet.
+        let seen = match clock.order {
+            ListOrder::ByChange => listed.latest.map(|t| t.naive_utc()),
+            ListOrder::ByKey => None,
+        };
         write_page(
             batch.conn()?,
             jobs,
@@ -122,6 +129,7 @@ pub(crate) async fn pull_entity(
 /// offset, is read from its own times, never from Ferry's.
 #[derive(Default)]
 struct SourceClock {
+    order: ListOrder,
     /// Whether any record was listed.
     listed: bool,
     /// The newest update time among the records listed.
@@ -136,11 +144,23 @@ impl SourceClock {
     /// the listing began (Ferry's own start of the read only for an application that gives
     /// no time at all); nothing learnt (`None`) when nothing was listed, so an empty
     /// listing never moves the window into a frame the application's times are not in.
+    ///
+    /// A listing in key order stops short of the moment it began: a record changed after
+    /// the reader passed its key shows up only in the next run, which starts from there.
+    /// The margin covers a change stamped in the second before the first page's `Date`
+    /// that the page's query did not see.
     fn watermark(&self, read_started: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match (self.newest, self.listed) {
+        let w = match (self.newest, self.listed) {
             (Some(n), _) => Some(n),
             (None, true) => Some(self.answered.unwrap_or(read_started)),
             (None, false) => None,
+        };
+        match self.order {
+            ListOrder::ByChange => w,
+            ListOrder::ByKey => {
+                let began = self.answered.unwrap_or(read_started) - Duration::seconds(2);
+                w.map(|w| w.min(began))
+            }
         }
     }
 }

@@ -67,7 +67,9 @@ impl Bench {
             connections: Vec::new(),
             source: "conformance kit".into(),
         };
-        let conn = handle.connection("app", connector.name(), [user.entity().to_string()]);
+        let mut conn = handle.connection("app", connector.name(), [user.entity().to_string()]);
+        // Small pages whatever the connector recommends: every listing pages.
+        conn.page_size = Some(PAGE_SIZE);
         let prepared = engine.prepare(&org, &conn, Some(handle.secrets.clone()))?;
         Ok(Bench {
             engine,
