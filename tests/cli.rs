@@ -149,9 +149,12 @@ fn the_demo_syncs_both_ways_and_ends_with_an_idle_run() {
         "{out}"
     );
     assert!(out.contains("Head of Sales"), "{out}");
-    // A person created in SuperOffice is a WorkflowMax Contact under the right Client.
+    // A person created in SuperOffice is a WorkflowMax Contact under the right Client
+    // (whose industry, an empty user-defined field in SuperOffice, is empty).
     assert!(
-        out.contains("Client \"Nordic Freight AS Group\" {}\n       Contact \"Ingrid Solberg\""),
+        out.contains(
+            "Client \"Nordic Freight AS Group\" {\"Industry\":\"\"}\n       Contact \"Ingrid Solberg\""
+        ),
         "{out}"
     );
     // An edit made in WorkflowMax reached SuperOffice.

@@ -857,7 +857,7 @@ async fn bad_configuration_is_refused_before_anything_is_written() {
         ),
         ("slug: acme", "slug: ../../etc", "slug"),
         ("slug: acme", "slug: \"ac'me\"", "slug"),
-        ("api_url: http://", "api_url: ftp://", "api_url"),
+        ("login_url: http://", "login_url: ftp://", "login_url"),
         (
             "sync_enabled: true",
             "date_filtering_limit: 2999-01-01T00:00:00Z",
@@ -933,7 +933,10 @@ async fn bad_configuration_is_refused_before_anything_is_written() {
             "client_secret: { env: SUPEROFFICE_CLIENT_SECRET }",
             "client_secret: hunter2secret",
         ),
-        ("api_url: http://", "api_url: ftp://admin:hunter2secret@"),
+        (
+            "login_url: http://",
+            "login_url: ftp://admin:hunter2secret@",
+        ),
     ] {
         let ws = workspace("ferry.db", &a, "");
         let path = ws.path().join("config/organizations/acme.yml");

@@ -96,13 +96,15 @@ async fn setup(url: &str, s: Setup) -> Org {
         let fake = FakeSuperOffice::new();
         let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let name = ["so_a", "so_b", "so_c"][i];
-        let cfg = connection(
+        let mut cfg = connection(
             name,
             "superoffice",
             FakeSuperOffice::settings(addr),
             &["organization", "person"],
             sel.clone(),
         );
+        // The test's pages, not SuperOffice's recommended 1000: listings must page.
+        cfg.page_size = Some(s.page_size);
         configs.push(cfg);
         secrets.push(FakeSuperOffice::secrets());
         so.push(fake);

@@ -100,7 +100,7 @@ fn the_industry_parameter_picks_the_user_defined_field() {
     let ext = m
         .to_external(&json!({"name": "X", "industry": "Shipping"}), &Ids)
         .unwrap();
-    assert_eq!(ext["UserDefinedFields"]["SuperOffice:7"], "Shipping");
+    assert_eq!(ext["CustomFields"]["SuperOffice:7"], "Shipping");
 }
 
 #[test]

@@ -71,7 +71,7 @@ fn workspace(db: &str, orgs: &[(String, std::net::SocketAddr, Hook)]) -> tempfil
         std::fs::write(
             dir.path().join(format!("config/organizations/{slug}.yml")),
             format!(
-                "slug: {slug}\nname: {slug}\nconnections:\n  - name: superoffice\n    connector: superoffice\n    settings:\n      environment: sod\n      context_identifier: {ctx}\n      client_id: {cid}\n      api_url: http://{addr}/{ctx}/api/\n      token_url: http://{addr}/login/common/oauth/tokens\n    secrets:\n      client_secret: {{ env: FERRY_TEST_SO_SECRET }}\n      refresh_token: {{ env: FERRY_TEST_SO_REFRESH }}\n    webhooks:\n      {hook}\n      relevant:\n        organization: [name, orgnr, urls, userdef_id]\n        person: [firstname, lastname, title, emails, mobilephones, contact_id]\n    entities:\n      organization: {{}}\n      person: {{}}\n",
+                "slug: {slug}\nname: {slug}\nconnections:\n  - name: superoffice\n    connector: superoffice\n    settings:\n      environment: sod\n      context_identifier: {ctx}\n      client_id: {cid}\n      login_url: http://{addr}/\n    secrets:\n      client_secret: {{ env: FERRY_TEST_SO_SECRET }}\n      refresh_token: {{ env: FERRY_TEST_SO_REFRESH }}\n    webhooks:\n      {hook}\n      relevant:\n        organization: [name, orgnr, urls, userdef_id]\n        person: [firstname, lastname, title, emails, mobilephones, contact_id]\n    entities:\n      organization: {{}}\n      person: {{}}\n",
                 ctx = fake::CONTEXT,
                 cid = fake::CLIENT_ID,
             ),

@@ -369,7 +369,10 @@ async fn full_sync_reads_past_the_cursor_and_dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()) {
         let e = env(&url, Opts::default()).await;
+        // Registered an hour ago: outside the lookback of a later run, by either date.
+        e.fake.set_clock(Some(Utc::now() - Duration::hours(1)));
         let id = e.fake.add_contact("Old Name", "", "");
+        e.fake.set_clock(None);
         e.put("Organization", None, json!({"name": "Planned AS"}));
 
         // Dry run: the plan names both directions, nothing is written anywhere.
@@ -405,6 +408,8 @@ async fn full_sync_reads_past_the_cursor_and_dry_run_writes_nothing() {
             .unwrap()
             .is_empty());
 
+        // A company registered now moves the watermark past the hour-old one.
+        e.fake.add_contact("Recent AS", "", "");
         e.sync().await;
         // A change stamped long before the cursor (a restored backup, a clock fix) is missed
         // by an incremental run and caught by --full.

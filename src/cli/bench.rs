@@ -23,8 +23,24 @@ use serde_json::{json, Value};
 
 use super::bench_writes::WriteFloor;
 
+/// The application a bench syncs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchApp {
+    /// WorkflowMax clients, against the floor (see the module's docs).
+    Workflowmax,
+    /// SuperOffice companies, with its default page size and call budget.
+    Superoffice,
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
+    /// The application to sync with.
+    #[arg(long, value_enum, default_value = "workflowmax")]
+    pub app: BenchApp,
+    /// Milliseconds each SuperOffice call takes (the network and the tenant); SuperOffice
+    /// only.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
     /// Record counts for the first-sync, idle and 1%-changed phases.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub sizes: Vec<usize>,
@@ -480,6 +496,32 @@ fn print(results: &[Result1], memory: Option<(f64, usize, usize)>) -> std::io::R
     Ok(())
 }
 
+async fn bench_superoffice(
+    settings: &Settings,
+    backends: &[&str],
+    args: &BenchArgs,
+) -> Result<ExitCode> {
+    let latency = Duration::from_millis(args.latency_ms);
+    let mut results = Vec::new();
+    for backend in backends {
+        for &n in &args.sizes {
+            let db = fresh_db(
+                settings,
+                backend,
+                &format!("so-{n}"),
+                args.postgres.as_deref(),
+            )?;
+            results.push(super::bench_superoffice::one(settings, &db, backend, n, latency).await?);
+        }
+    }
+    super::bench_superoffice::print(&results)?;
+    let out = super::bench_superoffice::report(machine(), &results);
+    std::fs::write(&args.out, serde_json::to_string_pretty(&out)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    out!("results written to {}", args.out.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn fresh_db(settings: &Settings, backend: &str, tag: &str, pg: Option<&str>) -> Result<ScratchDb> {
     match (backend, pg) {
         ("postgresql", Some(url)) => Ok(ScratchDb::Postgres(fresh_postgres(url)?)),
@@ -502,6 +544,9 @@ pub async fn bench(settings_path: &Path, args: BenchArgs) -> Result<ExitCode> {
     let mut backends = vec!["sqlite"];
     if args.postgres.is_some() {
         backends.push("postgresql");
+    }
+    if args.app == BenchApp::Superoffice {
+        return bench_superoffice(&settings, &backends, &args).await;
     }
     let mut results = Vec::new();
     let mut memory = None;

@@ -21,6 +21,7 @@ macro_rules! note {
 
 mod apikey;
 mod bench;
+mod bench_superoffice;
 mod bench_writes;
 mod conformance;
 mod demo;

@@ -122,13 +122,15 @@ pub async fn env(url: &str, opts: Opts) -> Env {
         conflict: opts.conflict,
         ..Default::default()
     };
-    let conn = connection(
+    let mut conn = connection(
         "so",
         "superoffice",
         FakeSuperOffice::settings(addr),
         &["organization", "person"],
         sel,
     );
+    // The test's pages, not SuperOffice's recommended 1000: listings must page.
+    conn.page_size = Some(opts.first_sync_batch_size);
     let org = org(vec![conn.clone()]);
     let prepared = engine
         .prepare(&org, &conn, Some(FakeSuperOffice::secrets()))

@@ -29,10 +29,6 @@ fn refuse_or() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
     SEEN.get_or_init(Default::default)
 }
 
-/// How often an update reads the record again after SuperOffice answered 412 (someone
-/// changed it between Ferry's read and its write).
-const PRECONDITION_ATTEMPTS: u32 = 3;
-
 /// Talks to one SuperOffice tenant.
 pub struct SuperOfficeClient {
     transport: Transport,
@@ -381,7 +377,7 @@ impl SuperOfficeClient {
     /// Writes `body` over the entity unless someone changed it since `current` was read
     /// (`If-Unmodified-Since`, answered 412: SuperOfficeDocs
     /// `en/api/web-services/endpoints/http-headers.mdx`; Swagger-v1-Contact.json
-    /// `PUT /api/v1/Contact/{id}` response 412). `None`: it changed, read it again.
+    /// `PUT /api/v1/Contact/{id}` response 412). `None`: it changed.
     async fn put_unless_changed(
         &self,
         path: &str,
@@ -542,8 +538,11 @@ impl ExternalClient for SuperOfficeClient {
     }
 
     /// Reads the entity, changes only the mapped values (lists item by item, encoded
-    /// values in their kind) and PUTs it back unless it changed meanwhile; then reads it
-    /// again and retries.
+    /// values in their kind) and PUTs it back unless it changed meanwhile. A record that
+    /// changed (412) is not written over: the error leaves the write to the next run,
+    /// which reads the change first and merges it field by field (a retry of this PUT
+    /// whose first answer was lost meets 412 too, and may have landed: the engine treats a
+    /// transient error so).
     async fn update(
         &self,
         entity: &EntityDef,
@@ -551,24 +550,21 @@ impl ExternalClient for SuperOfficeClient {
         fields: &Value,
     ) -> Result<Value, ApiError> {
         let path = format!("{}/{id}", columns::archive(entity.external_entity).path);
-        for _ in 0..PRECONDITION_ATTEMPTS {
-            let current = self
-                .get_raw(entity, id)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(path.clone()))?;
-            let encoded = values::encode_fields(fields, &current).map_err(ApiError::Permanent)?;
-            let body = merge(&current, &encoded);
-            if let Some(stored) = self.put_unless_changed(&path, &current, &body).await? {
-                return object(Some(stored), || format!("PUT {path}")).map(values::decode_record);
+        let current = self
+            .get_raw(entity, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(path.clone()))?;
+        let encoded = values::encode_fields(fields, &current).map_err(ApiError::Permanent)?;
+        let body = merge(&current, &encoded);
+        match self.put_unless_changed(&path, &current, &body).await? {
+            Some(stored) => {
+                object(Some(stored), || format!("PUT {path}")).map(values::decode_record)
             }
-            tracing::debug!(
-                path,
-                "changed in SuperOffice since read (412); reading it again"
-            );
+            None => Err(ApiError::Transient(format!(
+                "PUT {path}: HTTP 412, the record changed in SuperOffice since Ferry read it; \
+                 the next run reads the change and writes what is still Ferry's to write"
+            ))),
         }
-        Err(ApiError::Transient(format!(
-            "PUT {path}: the record changed in SuperOffice between each of {PRECONDITION_ATTEMPTS} reads and writes (HTTP 412)"
-        )))
     }
 
     async fn find_match(

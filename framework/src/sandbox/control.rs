@@ -434,3 +434,21 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), vec!["second"]);
     }
 }
+
+/// Gives an answer the fake's own clock in its `Date` header (RFC 9110 §6.6.1), as an
+/// application's answers carry its clock: a fake whose clock is set answers in that time,
+/// so record times and `Date` agree as they do in the application. Use with
+/// `axum::middleware::map_response_with_state(control, fake_date)`.
+pub async fn fake_date(
+    axum::extract::State(control): axum::extract::State<std::sync::Arc<FakeControl>>,
+    mut resp: Response,
+) -> Response {
+    let date = control
+        .now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(axum::http::header::DATE, v);
+    }
+    resp
+}

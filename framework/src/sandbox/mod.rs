@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 pub mod control;
 
-pub use control::{answer_stored, AfterStore, ErrorBody, FakeControl, Fault, Target};
+pub use control::{answer_stored, fake_date, AfterStore, ErrorBody, FakeControl, Fault, Target};
 
 /// The token of a request's `Authorization: Bearer <token>` header (RFC 6750 §2.1), as
 /// fakes read it; empty when there is none.

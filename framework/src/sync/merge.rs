@@ -82,6 +82,15 @@ fn base_of<'a>(base: &'a Fields, f: &str) -> &'a Value {
     base.get(f).unwrap_or(&Value::Null)
 }
 
+/// Whether two values of a field say the same. No value and empty text say the same: an
+/// application that keeps an emptied field as `""` (a SuperOffice user-defined field)
+/// and one that keeps it as nothing (a WorkflowMax custom field without a value) must
+/// not hand the difference back and forth as an edit.
+pub fn same(a: &Value, b: &Value) -> bool {
+    let empty = |v: &Value| v.is_null() || v.as_str() == Some("");
+    a == b || (empty(a) && empty(b))
+}
+
 /// Settles one record (see the module documentation).
 pub fn settle(s: &Sides<'_>) -> Settled {
     let mut out = Settled {
@@ -90,13 +99,13 @@ pub fn settle(s: &Sides<'_>) -> Settled {
     };
     for (f, ext) in s.external {
         let base = base_of(s.base, f);
-        if ext == base {
+        if same(ext, base) {
             continue;
         }
         let hub = s.hub.get(f);
-        let hub_changed = hub.is_some_and(|h| h != base);
+        let hub_changed = hub.is_some_and(|h| !same(h, base));
         let take = match hub {
-            Some(h) if hub_changed && h != ext => {
+            Some(h) if hub_changed && !same(h, ext) => {
                 let hub_time = field_time(s.hub_times, f, s.hub_time);
                 let winner = winner(s.policy, s.external_time, hub_time);
                 out.conflicts.push(Conflict {
@@ -109,7 +118,7 @@ pub fn settle(s: &Sides<'_>) -> Settled {
                 });
                 winner == Winner::Application
             }
-            Some(h) if h == ext => false,
+            Some(h) if same(h, ext) => false,
             _ => true,
         };
         if take {
@@ -118,7 +127,7 @@ pub fn settle(s: &Sides<'_>) -> Settled {
     }
     let hub_after = |f: &str| out.to_hub.get(f).or_else(|| s.hub.get(f));
     for (f, ext) in s.external {
-        if hub_after(f).unwrap_or(&Value::Null) == ext {
+        if same(hub_after(f).unwrap_or(&Value::Null), ext) {
             out.base.insert(f.clone(), ext.clone());
         }
     }
@@ -129,8 +138,9 @@ pub fn settle(s: &Sides<'_>) -> Settled {
         out.base.insert(c.field.clone(), c.external.clone());
     }
     out.push = s.outbound.iter().any(|f| {
-        hub_after(f).is_some_and(|h| h != base_of(&out.base, f))
-            && s.external.get(f) != hub_after(f)
+        hub_after(f).is_some_and(|h| {
+            !same(h, base_of(&out.base, f)) && !s.external.get(f).is_some_and(|e| same(e, h))
+        })
     });
     out
 }
@@ -160,7 +170,7 @@ pub fn hub_changes<'a>(
 ) -> BTreeSet<String> {
     outbound
         .iter()
-        .filter(|f| hub.get(*f).is_some_and(|h| h != base_of(base, f)))
+        .filter(|f| hub.get(*f).is_some_and(|h| !same(h, base_of(base, f))))
         .cloned()
         .collect()
 }

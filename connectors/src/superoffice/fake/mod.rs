@@ -27,8 +27,8 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use chrono::{DateTime, Utc};
 use ferry_framework::sandbox::{
-    answer_stored, bearer_token, AfterStore, AppUser, ErrorBody, FakeControl, Sandbox, SandboxApp,
-    SandboxHandle, Variant,
+    answer_stored, bearer_token, fake_date, AfterStore, AppUser, ErrorBody, FakeControl, Sandbox,
+    SandboxApp, SandboxHandle, Variant,
 };
 use serde_json::{json, Value};
 
@@ -138,6 +138,10 @@ impl FakeSuperOffice {
                 get(read).put(update).delete(remove),
             )
             .fallback(misdirected)
+            .layer(axum::middleware::map_response_with_state(
+                self.control.clone(),
+                fake_date,
+            ))
             .with_state(self.clone())
     }
 
@@ -449,36 +453,41 @@ fn id_key(entity: &str) -> &'static str {
     }
 }
 
+/// The user-defined fields the fake's tenant defines, each empty in its kind (text `""`,
+/// a number `[I:0]`): an entity carries every one its type has.
+fn udefs(entity: &str) -> Value {
+    match entity {
+        "Person" => json!({"SuperOffice:1": ""}),
+        _ => json!({"SuperOffice:1": "", "SuperOffice:3": "[I:0]"}),
+    }
+}
+
 /// An entity with nothing set, as a POST of `{}` would store it.
 fn blank(entity: &str, id: i64) -> Value {
-    match entity {
+    let mut rec = match entity {
         "Person" => json!({
             "PersonId": id, "Firstname": "", "MiddleName": "", "Lastname": "", "Title": "",
             "Emails": [], "MobilePhones": [], "OfficePhones": [], "Contact": null,
-            "UserDefinedFields": {}, "CustomFields": {},
         }),
         _ => json!({
             "ContactId": id, "Name": "", "Department": "", "OrgNr": "", "Number1": "",
-            "Emails": [], "Urls": [], "Phones": [], "Persons": [], "UserDefinedFields": {},
-            "CustomFields": {},
+            "Emails": [], "Urls": [], "Phones": [], "Persons": [],
         }),
-    }
+    };
+    rec["UserDefinedFields"] = udefs(entity);
+    rec["CustomFields"] = udefs(entity);
+    rec
 }
 
 /// `GET /api/v1/{entity}/default`: "NetServer calculates default values on the entity,
 /// which is required when creating/storing a new instance" (Swagger-v1-Contact.json). The
-/// fake's tenant defaults the country (Norway) and its user-defined fields, each in its
-/// kind: text empty, a number `[I:0]`.
+/// fake's tenant defaults the country (Norway).
 fn defaults(entity: &str) -> Option<Value> {
+    if !matches!(entity, "Contact" | "Person") {
+        return None;
+    }
     let mut d = blank(entity, 0);
-    let udef = match entity {
-        "Contact" => json!({"SuperOffice:1": "", "SuperOffice:3": "[I:0]"}),
-        "Person" => json!({"SuperOffice:1": ""}),
-        _ => return None,
-    };
     d["Country"] = json!({"CountryId": 578, "Name": "Norway"});
-    d["UserDefinedFields"] = udef.clone();
-    d["CustomFields"] = udef;
     Some(d)
 }
 
@@ -970,13 +979,16 @@ impl SandboxApp for FakeSuperOffice {
     }
 
     /// Companies with a name, VAT number, website, e-mail, phone and a text user-defined
-    /// field, last changed a day ago.
+    /// field, registered one after another over the day before now.
     fn seed_many(&self, n: usize) -> bool {
         let mut g = self.lock();
         let saved = g.control.fixed_clock();
-        g.control
-            .set_clock(Some(Utc::now() - chrono::Duration::days(1)));
+        let start = Utc::now() - chrono::Duration::days(1);
+        let step = 86_400_000 / n.max(1) as i64;
         for i in 0..n {
+            g.control.set_clock(Some(
+                start + chrono::Duration::milliseconds(step * i as i64),
+            ));
             let body = json!({
                 "Name": format!("Bench Company {i:07}"),
                 "OrgNr": format!("NO{i:09}"),
