@@ -20,6 +20,9 @@ use serde_json::Value;
 use super::columns::{self, Archive, Plan};
 use super::{tenant, values, Settings};
 
+/// The largest page asked for.
+const MAX_TOP: usize = 1000;
+
 /// Tenants (by state service address) that refused `or` in a `$filter` in this process,
 /// so a worker asks each such tenant in two passes from its second run on, without the
 /// refused query first.
@@ -130,7 +133,8 @@ impl SuperOfficeClient {
         if let Some(u) = known.as_ref() {
             return Ok(u.clone());
         }
-        let found = match self.tokens.endpoint().await? {
+        let stored = self.tokens.endpoint().await?;
+        let found = match stored.filter(|u| self.belongs(u).is_ok()) {
             Some(u) => u,
             None => {
                 let u = self.ask_state().await?;
@@ -140,6 +144,14 @@ impl SuperOfficeClient {
         };
         *known = Some(found.clone());
         Ok(found)
+    }
+
+    fn belongs(&self, url: &str) -> Result<(), String> {
+        tenant::belongs(
+            url,
+            &self.settings.context_identifier,
+            &self.settings.login_url(),
+        )
     }
 
     /// After a 421 from `stale`: asks the state service where the tenant is now.
@@ -186,7 +198,11 @@ impl SuperOfficeClient {
         let body: Value = serde_json::from_str(&text).map_err(|e| {
             ApiError::Malformed(format!("SuperOffice's state service: invalid JSON: {e}"))
         })?;
-        tenant::from_state(&body).map_err(ApiError::Transient)
+        let url = tenant::from_state(&body).map_err(ApiError::Transient)?;
+        self.belongs(&url).map_err(|e| {
+            ApiError::Permanent(format!("SuperOffice's state service answered {e}"))
+        })?;
+        Ok(url)
     }
 
     /// One exchange with the tenant: auth (one refresh on 401), its address (found again
@@ -271,12 +287,26 @@ impl SuperOfficeClient {
 
     /// Rows of an OData archive query.
     async fn odata(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<Value>, ApiError> {
-        let v = self
+        Ok(self.odata_page(path, query).await?.0)
+    }
+
+    /// Rows of an OData archive query, and whether the answer says more follow (an
+    /// `odata.nextLink`: Swagger-v1-Contact.json, `ODataSlimResponse`).
+    async fn odata_page(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(Vec<Value>, bool), ApiError> {
+        let mut v = self
             .call(Method::GET, path, query, None)
             .await?
             .unwrap_or(Value::Null);
-        match v.get("value") {
-            Some(Value::Array(rows)) => Ok(rows.clone()),
+        let more = v
+            .get("odata.nextLink")
+            .and_then(Value::as_str)
+            .is_some_and(|l| !l.is_empty());
+        match v.get_mut("value").map(Value::take) {
+            Some(Value::Array(rows)) => Ok((rows, more)),
             _ => Err(ApiError::Malformed(format!(
                 "{path}: the OData response has no `value` list: {}",
                 short(&v)
@@ -333,10 +363,10 @@ impl SuperOfficeClient {
         since: Option<DateTime<Utc>>,
         at: &mut ListToken,
         top: usize,
-    ) -> Result<Vec<Value>, ApiError> {
+    ) -> Result<(Vec<Value>, bool), ApiError> {
         loop {
             let query = Self::list_query(a, plan, since, at, top);
-            match self.odata(a.path, &query).await {
+            match self.odata_page(a.path, &query).await {
                 Err(ApiError::Permanent(e)) if at.pass == Pass::Either => {
                     tracing::info!(error = %e, "SuperOffice refused `or` in $filter; listing changed and new records in two passes");
                     self.no_or.store(true, Ordering::Relaxed);
@@ -381,13 +411,10 @@ impl SuperOfficeClient {
     async fn put_unless_changed(
         &self,
         path: &str,
-        current: &Value,
+        since: Option<DateTime<Utc>>,
         body: &Value,
     ) -> Result<Option<Value>, ApiError> {
-        let since = ["UpdatedDate", "CreatedDate"]
-            .iter()
-            .find_map(|k| current.get(*k)?.as_str().and_then(parse_date))
-            .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        let since = since.map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
         let (status, text) = self
             .exchange(Method::PUT, path, &[], Some(body), since.as_deref())
             .await?;
@@ -397,6 +424,18 @@ impl SuperOfficeClient {
             _ => json(&Method::PUT, path, &text).map(Some),
         }
     }
+}
+
+/// When a record last changed: its update date, else its registration date. A date before
+/// 1900 is SuperOffice's "not set" (`0001-01-01T00:00:00Z`), not a time.
+fn last_change(record: &Value) -> Option<DateTime<Utc>> {
+    ["UpdatedDate", "CreatedDate"].iter().find_map(|k| {
+        record
+            .get(*k)?
+            .as_str()
+            .and_then(parse_date)
+            .filter(|t| chrono::Datelike::year(t) >= 1900)
+    })
 }
 
 fn json(method: &Method, path: &str, text: &str) -> Result<Value, ApiError> {
@@ -454,8 +493,11 @@ impl ExternalClient for SuperOfficeClient {
                 after: 0,
             },
         };
-        let top = page.size.max(1);
-        let rows = self.rows(a, plan, since, &mut at, top).await?;
+        // "Ask for a pagesize of 1000" (SuperOfficeDocs
+        // `en/developer-portal/best-practices/index.mdx`): no larger page is documented, and
+        // a tenant that answered fewer rows than asked would end the listing early.
+        let top = page.size.clamp(1, MAX_TOP);
+        let (rows, more) = self.rows(a, plan, since, &mut at, top).await?;
         let mut records = Vec::with_capacity(rows.len());
         let mut last = at.after;
         for row in &rows {
@@ -475,7 +517,7 @@ impl ExternalClient for SuperOfficeClient {
                 }),
             }
         }
-        let full = rows.len() >= top;
+        let full = rows.len() >= top || more;
         if full && last <= at.after {
             return Err(ApiError::Malformed(format!(
                 "{}: a full page of rows without a {} past {}",
@@ -515,8 +557,31 @@ impl ExternalClient for SuperOfficeClient {
         ListOrder::ByKey
     }
 
+    /// A record by id in the shape its listing gives: from its archive row when the rows
+    /// carry every mapped field (so a webhook's read and the next poll agree on values
+    /// the list shows in display form, a formatted phone number), else the entity.
     async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
-        Ok(self.get_raw(entity, id).await?.map(values::decode_record))
+        let (a, plan) = (columns::archive(entity.external_entity), self.plan(entity));
+        if !plan.uncarried.is_empty() {
+            return Ok(self.get_raw(entity, id).await?.map(values::decode_record));
+        }
+        let Ok(n) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let query = [
+            ("$select", plan.select.join(",")),
+            ("$filter", format!("{} eq {n}", a.key)),
+            ("$top", "1".to_string()),
+        ];
+        match self.odata(a.path, &query).await?.first() {
+            Some(Value::Object(row)) => a.record(plan, row).map(Some).map_err(ApiError::Malformed),
+            Some(other) => Err(ApiError::Malformed(format!(
+                "{}: a row is not an object: {}",
+                a.path,
+                short(other)
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// Starts from the entity SuperOffice would make on "New" (`GET .../default`:
@@ -542,7 +607,9 @@ impl ExternalClient for SuperOfficeClient {
     /// changed (412) is not written over: the error leaves the write to the next run,
     /// which reads the change first and merges it field by field (a retry of this PUT
     /// whose first answer was lost meets 412 too, and may have landed: the engine treats a
-    /// transient error so).
+    /// transient error so). A 412 for a record that reads the same as before is a tenant
+    /// comparing its stamp's fraction of a second with the header's whole seconds: the
+    /// PUT goes again with the next second.
     async fn update(
         &self,
         entity: &EntityDef,
@@ -550,16 +617,22 @@ impl ExternalClient for SuperOfficeClient {
         fields: &Value,
     ) -> Result<Value, ApiError> {
         let path = format!("{}/{id}", columns::archive(entity.external_entity).path);
-        let current = self
-            .get_raw(entity, id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(path.clone()))?;
+        let read = || async {
+            self.get_raw(entity, id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(path.clone()))
+        };
+        let current = read().await?;
         let encoded = values::encode_fields(fields, &current).map_err(ApiError::Permanent)?;
         let body = merge(&current, &encoded);
-        match self.put_unless_changed(&path, &current, &body).await? {
-            Some(stored) => {
-                object(Some(stored), || format!("PUT {path}")).map(values::decode_record)
-            }
+        let since = last_change(&current);
+        let mut stored = self.put_unless_changed(&path, since, &body).await?;
+        if stored.is_none() && read().await? == current {
+            let next = since.map(|t| t + chrono::Duration::seconds(1));
+            stored = self.put_unless_changed(&path, next, &body).await?;
+        }
+        match stored {
+            Some(s) => object(Some(s), || format!("PUT {path}")).map(values::decode_record),
             None => Err(ApiError::Transient(format!(
                 "PUT {path}: HTTP 412, the record changed in SuperOffice since Ferry read it; \
                  the next run reads the change and writes what is still Ferry's to write"
@@ -582,15 +655,16 @@ impl ExternalClient for SuperOfficeClient {
         let filter = match entity.external_entity {
             "Person" => match (s("Firstname"), s("Lastname")) {
                 (Some(f), Some(l)) => {
-                    format!("firstName eq {} and lastName eq {}", quote(f), quote(l))
+                    format!("firstName is {} and lastName is {}", quote(f), quote(l))
                 }
                 _ => return Ok(None),
             },
             _ => match s("Name") {
-                Some(n) => format!("name eq {}", quote(n)),
+                Some(n) => format!("name is {}", quote(n)),
                 None => return Ok(None),
             },
         };
+        // Text equality is `is` (SuperOfficeDocs `en/api/search/odata/strings.md`).
         let rows = self
             .odata(
                 a.path,
@@ -614,9 +688,7 @@ impl ExternalClient for SuperOfficeClient {
     }
 
     fn updated_at(&self, _entity: &EntityDef, record: &Value) -> Option<DateTime<Utc>> {
-        ["UpdatedDate", "CreatedDate"]
-            .iter()
-            .find_map(|k| record.get(*k)?.as_str().and_then(parse_date))
+        last_change(record)
     }
 
     fn display_name(&self, entity: &EntityDef, record: &Value) -> Option<String> {

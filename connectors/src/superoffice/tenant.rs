@@ -63,6 +63,25 @@ pub fn from_state(body: &Value) -> Result<String, String> {
     }
 }
 
+/// Whether `url` is a web API of tenant `ctx` that Ferry may send this connection's
+/// token to: its path names the tenant (`…/Cust12345/api/`), and it is https unless the
+/// authentication host itself is plain http (a sandbox). A grant for another tenant (a
+/// user with several picked another in the consent dialog) or a settings change of
+/// `context_identifier` must not make Ferry sync someone else's data.
+pub fn belongs(url: &str, ctx: &str, login_url: &str) -> Result<(), String> {
+    let secure = url.starts_with("https://") || login_url.starts_with("http://");
+    let names = url
+        .to_ascii_lowercase()
+        .contains(&format!("/{}/", ctx.to_ascii_lowercase()));
+    match (secure, names) {
+        (true, true) => Ok(()),
+        (false, _) => Err(format!("{url} is not https")),
+        (_, false) => Err(format!(
+            "{url} is not tenant {ctx}'s (the connection's `context_identifier`)"
+        )),
+    }
+}
+
 /// An unsigned id token carrying `claims`, as the fake's token endpoint hands out.
 pub fn id_token(claims: &Value) -> String {
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
@@ -100,5 +119,14 @@ mod tests {
         assert!(from_state(&down)
             .unwrap_err()
             .contains("OfflineMaintenance"));
+        let login = "https://online.superoffice.com/";
+        let ok = |u: &str, l: &str| belongs(u, "Cust12345", l).is_ok();
+        assert!(ok("https://online2.superoffice.com/Cust12345/api/", login));
+        assert!(!ok("https://online2.superoffice.com/Cust99999/api/", login));
+        assert!(!ok("http://online2.superoffice.com/Cust12345/api/", login));
+        assert!(ok(
+            "http://127.0.0.1:1/sod2/Cust12345/api/",
+            "http://127.0.0.1:1/"
+        ));
     }
 }

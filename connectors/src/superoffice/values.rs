@@ -100,15 +100,18 @@ pub fn encode(v: &Value, kind: Kind) -> Result<Value, String> {
     let bad = |what: &str| format!("{text:?} is not {what}");
     let encoded = match kind {
         Kind::Text => text,
-        Kind::Integer => match v {
-            Value::Bool(b) => format!("[I:{}]", *b as i64),
-            _ => format!(
-                "[I:{}]",
-                text.trim()
-                    .parse::<i64>()
-                    .map_err(|_| bad("a whole number"))?
-            ),
-        },
+        Kind::Integer => {
+            let whole = match v {
+                Value::Bool(b) => Some(*b as i64),
+                Value::Number(n) => n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                        .map(|f| f as i64)
+                }),
+                _ => text.trim().parse::<i64>().ok(),
+            };
+            format!("[I:{}]", whole.ok_or_else(|| bad("a whole number"))?)
+        }
         Kind::Decimal | Kind::Money => format!(
             "[{}:{}]",
             if kind == Kind::Money { "M" } else { "F" },

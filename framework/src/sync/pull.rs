@@ -61,13 +61,16 @@ pub(crate) async fn pull_entity(
     let parts: Arc<[Part]> = parts(jobs).into();
     let fetch =
         |token: Option<String>| Prefetch::start(&parts, split, since, PageRequest { token, size });
+    let mut clock = SourceClock {
+        order: jobs[0].client.list_order(def0),
+        // The application's clock as the first page is asked for, from the connection's
+        // last answer (none yet in a run's first call: the first page's answer then).
+        asked: jobs[0].stats.application_now(),
+        ..SourceClock::default()
+    };
     let mut next = Some(fetch(None));
     let mut batch = Batch::new(engine.store.conn()?, !opts.dry_run);
     let mut pages: u64 = 0;
-    let mut clock = SourceClock {
-        order: jobs[0].client.list_order(def0),
-        ..SourceClock::default()
-    };
     while let Some(pending) = next.take() {
         let listed = match pending.finish().await {
             Ok(listed) => listed,
@@ -136,6 +139,8 @@ struct SourceClock {
     newest: Option<DateTime<Utc>>,
     /// The application's clock (its `Date` header) when the first page was answered.
     answered: Option<DateTime<Utc>>,
+    /// The application's clock when the first page was asked for, if known.
+    asked: Option<DateTime<Utc>>,
 }
 
 impl SourceClock {
@@ -158,7 +163,8 @@ impl SourceClock {
         match self.order {
             ListOrder::ByChange => w,
             ListOrder::ByKey => {
-                let began = self.answered.unwrap_or(read_started) - Duration::seconds(2);
+                let began =
+                    self.asked.or(self.answered).unwrap_or(read_started) - Duration::seconds(2);
                 w.map(|w| w.min(began))
             }
         }

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
+use super::super::values::{decode, kind_of, Kind};
 use super::parse_date;
 
 /// One filter clause's comparison.
@@ -52,8 +53,36 @@ pub struct Query {
     skip: usize,
 }
 
-/// Every column of a record's archive row.
-pub fn row(entity: &str, r: &Value) -> Map<String, Value> {
+/// How a row shows a field value: "the SLIM format … just the display values"
+/// (SuperOfficeDocs `en/api/search/odata/index.md`), "Dates are always returned as ISO
+/// strings" (`$output`): a user-defined number as a number, a date as an ISO date and time,
+/// text as it is.
+fn display(v: &Value) -> Value {
+    let Some(s) = v.as_str() else {
+        return v.clone();
+    };
+    match (kind_of(s), decode(s)) {
+        (Kind::Date, Value::String(d)) => json!(format!("{d}T00:00:00")),
+        (_, shown) => shown,
+    }
+}
+
+/// A phone number as a row shows it under the `formatted-phones` variant: digits in pairs
+/// after the country code (`+47 22 00 00 01`), whatever spacing the user typed.
+pub fn formatted(number: &str) -> String {
+    let digits: String = number.chars().filter(|c| c.is_ascii_digit()).collect();
+    let (cc, rest) = digits.split_at(digits.len().min(2));
+    let pairs: Vec<String> = rest
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!("+{cc} {}", pairs.join(" "))
+}
+
+/// Every column of a record's archive row; with `formatted_phones`, phone numbers as
+/// [`formatted`] shows them.
+pub fn row(entity: &str, r: &Value, formatted_phones: bool) -> Map<String, Value> {
     let s = |k: &str| r.get(k).cloned().unwrap_or(Value::Null);
     let date = |k: &str| json!(r.get(k).and_then(Value::as_str).unwrap_or(""));
     let first = |k: &str| {
@@ -61,6 +90,10 @@ pub fn row(entity: &str, r: &Value) -> Map<String, Value> {
             .pointer(&format!("/{k}/0/Value"))
             .and_then(Value::as_str)
             .unwrap_or(""))
+    };
+    let phone = |k: &str| match first(k).as_str() {
+        Some(n) if formatted_phones && !n.is_empty() => json!(formatted(n)),
+        _ => first(k),
     };
     let person = entity == "Person";
     let id = s(if person { "PersonId" } else { "ContactId" });
@@ -82,7 +115,7 @@ pub fn row(entity: &str, r: &Value) -> Map<String, Value> {
                     .unwrap_or(0)),
             ),
             ("email/emailAddress", first("Emails")),
-            ("personMobilePhone/formattedNumber", first("MobilePhones")),
+            ("personMobilePhone/formattedNumber", phone("MobilePhones")),
             ("personUpdatedDate", date("UpdatedDate")),
             ("personRegisteredDate", date("CreatedDate")),
         ]
@@ -94,7 +127,7 @@ pub fn row(entity: &str, r: &Value) -> Map<String, Value> {
             ("orgnr", s("OrgNr")),
             ("url/URLAddress", first("Urls")),
             ("email/emailAddress", first("Emails")),
-            ("phone/formattedNumber", first("Phones")),
+            ("phone/formattedNumber", phone("Phones")),
             ("updatedDate", date("UpdatedDate")),
             ("registeredDate", date("CreatedDate")),
         ]
@@ -112,7 +145,7 @@ pub fn row(entity: &str, r: &Value) -> Map<String, Value> {
         } else {
             format!("{udef}{k}")
         };
-        out.insert(column, v.clone());
+        out.insert(column, display(v));
     }
     out
 }
@@ -131,7 +164,7 @@ fn known(entity: &str, column: &str) -> bool {
     let (udef, extra) = prefixes(entity);
     column.starts_with(udef)
         || column.starts_with(extra)
-        || row(entity, &json!({})).contains_key(column)
+        || row(entity, &json!({}), false).contains_key(column)
 }
 
 impl Query {
@@ -204,9 +237,10 @@ impl Query {
         &self,
         entity: &str,
         records: impl Iterator<Item = &'a Value>,
+        formatted_phones: bool,
     ) -> (Vec<Value>, Option<usize>) {
         let mut rows: Vec<Map<String, Value>> = records
-            .map(|r| row(entity, r))
+            .map(|r| row(entity, r, formatted_phones))
             .filter(|r| self.filter.as_ref().is_none_or(|f| holds(f, r)))
             .collect();
         if let Some((col, desc)) = &self.order {
@@ -453,8 +487,10 @@ impl Parser<'_> {
                     Op::Before(t)
                 }
             }
-            "eq" | "=" | "equals" => Op::Eq(value),
-            "ne" | "unequals" => Op::Ne(value),
+            // `is`/`isNot` on text (`strings.md`); `eq` on numbers (`numbers.md`) and, in
+            // the Swagger's example, on text.
+            "eq" | "=" | "equals" | "is" => Op::Eq(value),
+            "ne" | "unequals" | "isNot" => Op::Ne(value),
             "gt" | "greater" => Op::Gt(number()?),
             "ge" => Op::Ge(number()?),
             "lt" | "less" => Op::Lt(number()?),
@@ -494,7 +530,7 @@ mod tests {
             true,
         )
         .unwrap();
-        let (rows, more) = query.answer("Contact", recs.iter());
+        let (rows, more) = query.answer("Contact", recs.iter(), false);
         assert_eq!(
             rows,
             vec![json!({"PrimaryKey": "2", "EntityName": "contact", "contactId": 2, "name": "B"})]

@@ -55,6 +55,10 @@ struct Inner {
     no_update_date_on_insert: bool,
     /// The variant where `$filter` takes no `or` and no parentheses.
     no_or: bool,
+    /// The variant where list rows show phone numbers formatted, unlike the entity.
+    formatted_phones: bool,
+    /// The variant where `If-Unmodified-Since` fails at the stamp's own second.
+    sub_second: bool,
     /// The tenant's host: the first path segment of its web API's address.
     host: String,
     /// Every access token handed out.
@@ -594,7 +598,7 @@ fn dropped(old: &Value, new: &Value) -> Option<String> {
 /// modified since the given date+time on the PUT update request" (SuperOfficeDocs
 /// `en/api/web-services/endpoints/http-headers.mdx`), compared in whole seconds as HTTP
 /// dates are (RFC 9110 §13.1.4).
-fn modified_since(headers: &HeaderMap, rec: &Value) -> bool {
+fn modified_since(headers: &HeaderMap, rec: &Value, sub_second: bool) -> bool {
     let Some(since) = headers
         .get("If-Unmodified-Since")
         .and_then(|v| v.to_str().ok())
@@ -605,7 +609,9 @@ fn modified_since(headers: &HeaderMap, rec: &Value) -> bool {
     ["UpdatedDate", "CreatedDate"]
         .iter()
         .find_map(|k| rec.get(*k)?.as_str().and_then(parse_date))
-        .is_some_and(|m| m.timestamp() > since.timestamp())
+        .is_some_and(|m| {
+            m.timestamp() > since.timestamp() || (sub_second && m.timestamp() == since.timestamp())
+        })
 }
 
 /// SuperOffice's `Changes` name database columns; the fake derives them from the changed
@@ -785,6 +791,7 @@ async fn update(
             return so_error(400, "SoValidationException", &msg);
         }
         let now = stamp(&g);
+        let sub_second = g.sub_second;
         let key = id_key(&entity);
         let Some(rec) = table(&mut g, &entity).and_then(|t| t.get_mut(&n)) else {
             return so_error(
@@ -793,7 +800,7 @@ async fn update(
                 &format!("{entity} id {id} not found"),
             );
         };
-        if modified_since(&headers, rec) {
+        if modified_since(&headers, rec, sub_second) {
             return so_error(
                 412,
                 "SoPreconditionFailed",
@@ -853,7 +860,7 @@ async fn list(
         return *r;
     }
     let mut g = fake.lock();
-    let allow_or = !g.no_or;
+    let (allow_or, formatted) = (!g.no_or, g.formatted_phones);
     let Some(records) = table(&mut g, &entity) else {
         return so_error(
             404,
@@ -868,7 +875,7 @@ async fn list(
             return so_error(400, "SoODataException", &e);
         }
     };
-    let (page, more) = query.answer(&entity, records.values());
+    let (page, more) = query.answer(&entity, records.values(), formatted);
     let mut body = json!({
         "odata.metadata": format!("/{host}/{ctx}/api/v1/$metadata"),
         "odata.nextLink": null,
@@ -1014,6 +1021,8 @@ impl SandboxApp for FakeSuperOffice {
 
 const NO_UPDATE_DATE: &str = "no-update-date-on-insert";
 const NO_OR: &str = "no-or-in-filter";
+const FORMATTED_PHONES: &str = "formatted-phones";
+const SUB_SECOND: &str = "precondition-sub-second";
 
 /// The conformance kit's user: companies (hub Organizations).
 impl AppUser for FakeSuperOffice {
@@ -1121,6 +1130,16 @@ impl AppUser for FakeSuperOffice {
                 about: "$filter takes no `or` and no parentheses (OData `or` is not \
                         documented either way: SuperOfficeDocs en/api/search/odata/)",
             },
+            Variant {
+                name: FORMATTED_PHONES,
+                about: "list rows show a phone number formatted, unlike the entity's Value \
+                        (`formattedNumber`: \"Displays phone number\", archive-providers)",
+            },
+            Variant {
+                name: SUB_SECOND,
+                about: "If-Unmodified-Since fails within the stamp's own second (the \
+                        server keeps fractions; the header has whole seconds)",
+            },
         ]
     }
 
@@ -1138,7 +1157,9 @@ impl AppUser for FakeSuperOffice {
         let mut g = self.lock();
         g.no_update_date_on_insert = name == NO_UPDATE_DATE;
         g.no_or = name == NO_OR;
-        g.no_update_date_on_insert || g.no_or
+        g.formatted_phones = name == FORMATTED_PHONES;
+        g.sub_second = name == SUB_SECOND;
+        [NO_UPDATE_DATE, NO_OR, FORMATTED_PHONES, SUB_SECOND].contains(&name)
     }
 
     fn issued_secrets(&self) -> Vec<String> {
