@@ -42,6 +42,8 @@ pub struct SuperOfficeClient {
     /// What the Contact and Person listings select and carry.
     contact: Plan,
     person: Plan,
+    /// Each entity's default entity, read once per client (a run).
+    defaults: tokio::sync::Mutex<std::collections::HashMap<&'static str, Value>>,
     /// Set once the tenant refused `or` in a `$filter` (undocumented either way): changed
     /// and new records are then listed in two passes.
     no_or: AtomicBool,
@@ -106,6 +108,7 @@ impl SuperOfficeClient {
             person: plan(&columns::PERSON, "Person"),
             transport: ctx.transport,
             api: tokio::sync::Mutex::new(None),
+            defaults: Default::default(),
             no_or: AtomicBool::new(
                 refuse_or()
                     .lock()
@@ -283,6 +286,21 @@ impl SuperOfficeClient {
             ))),
             None => Ok(None),
         }
+    }
+
+    /// The entity SuperOffice makes on "New" (`GET {path}/default`), read once a run.
+    async fn defaults(&self, path: &'static str) -> Result<Value, ApiError> {
+        let mut known = self.defaults.lock().await;
+        if let Some(d) = known.get(path) {
+            return Ok(d.clone());
+        }
+        let d = self
+            .call(Method::GET, &format!("{path}/default"), &[], None)
+            .await?
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        known.insert(path, d.clone());
+        Ok(d)
     }
 
     /// Rows of an OData archive query.
@@ -590,12 +608,7 @@ impl ExternalClient for SuperOfficeClient {
     /// `en/api/web-services/howto/company/create-contact.mdx`), then POSTs it.
     async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
         let path = columns::archive(entity.external_entity).path;
-        let default_path = format!("{path}/default");
-        let defaults = self
-            .call(Method::GET, &default_path, &[], None)
-            .await?
-            .filter(Value::is_object)
-            .unwrap_or_else(|| Value::Object(Default::default()));
+        let defaults = self.defaults(path).await?;
         let encoded = values::encode_fields(fields, &defaults).map_err(ApiError::Permanent)?;
         let body = merge(&defaults, &encoded);
         let stored = self.call(Method::POST, path, &[], Some(&body)).await?;
