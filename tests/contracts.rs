@@ -9,7 +9,13 @@ use serde_json::{json, Value};
 
 /// An access token from a refresh-token grant at `url` with these credentials.
 async fn access_token(url: String, client_id: &str, secret: &str, refresh: &str) -> String {
-    let token: Value = reqwest::Client::new()
+    let token = grant(url, client_id, secret, refresh).await;
+    token["access_token"].as_str().unwrap().to_string()
+}
+
+/// The answer of a refresh-token grant at `url` with these credentials.
+async fn grant(url: String, client_id: &str, secret: &str, refresh: &str) -> Value {
+    reqwest::Client::new()
         .post(url)
         .form(&[
             ("grant_type", "refresh_token"),
@@ -22,8 +28,7 @@ async fn access_token(url: String, client_id: &str, secret: &str, refresh: &str)
         .unwrap()
         .json()
         .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_string()
+        .unwrap()
 }
 
 async fn so_fake() -> (FakeSuperOffice, String, String) {
@@ -44,20 +49,13 @@ async fn so_fake() -> (FakeSuperOffice, String, String) {
 async fn superoffice_answers_421_away_from_the_tenant() {
     let fake = FakeSuperOffice::new();
     let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let grant: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/login/common/oauth/tokens"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", so::CLIENT_ID),
-            ("client_secret", so::CLIENT_SECRET),
-            ("refresh_token", so::REFRESH_TOKEN),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let grant = grant(
+        format!("http://{addr}/login/common/oauth/tokens"),
+        so::CLIENT_ID,
+        so::CLIENT_SECRET,
+        so::REFRESH_TOKEN,
+    )
+    .await;
     let access = grant["access_token"].as_str().unwrap();
     let get = |url: String| async move {
         let r = reqwest::Client::new()

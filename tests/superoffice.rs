@@ -10,6 +10,8 @@ use common::{backends, connection, engine, org, Opts};
 use ferry_connectors::superoffice::fake::FakeSuperOffice;
 use ferry_framework::config::{ConnectionConfig, EntitySelection};
 use ferry_framework::sandbox::SandboxApp;
+use ferry_framework::store::hub::HubRecord;
+use ferry_framework::store::idmaps::IdMapFilter;
 use ferry_framework::sync::{Engine, Prepared, RunReport, SyncOptions};
 
 struct So {
@@ -56,6 +58,23 @@ impl So {
             .unwrap()
     }
 
+    /// The hub record linked to this external record.
+    fn hub_record(&self, hub_entity: &str, external_id: &str) -> HubRecord {
+        let ids = [self.prepared.connection_id];
+        let filter = IdMapFilter::all(&ids);
+        let hub = self
+            .engine
+            .store
+            .idmaps_after(&filter, 0, 10_000)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.external_id.as_deref() == Some(external_id) && m.hub_entity == hub_entity)
+            .and_then(|m| m.hub_id)
+            .expect("the record is in the hub");
+        let org = self.prepared.org_id;
+        self.engine.store.hub_get(org, &hub).unwrap().unwrap()
+    }
+
     async fn clean(&self) -> RunReport {
         let r = self.sync().await;
         assert!(!r.has_errors(), "{r:?}");
@@ -91,25 +110,7 @@ async fn a_hub_edit_changes_only_the_mapped_value() {
         );
         s.clean().await;
         let before = s.fake.person(id).unwrap();
-        let hub = s
-            .engine
-            .store
-            .idmaps_after(
-                &ferry_framework::store::idmaps::IdMapFilter::all(&[s.prepared.connection_id]),
-                0,
-                100,
-            )
-            .unwrap()
-            .into_iter()
-            .find(|m| m.external_id.as_deref() == Some(&id.to_string()) && m.hub_entity == "Person")
-            .and_then(|m| m.hub_id)
-            .expect("the person is in the hub");
-        let rec = s
-            .engine
-            .store
-            .hub_get(s.prepared.org_id, &hub)
-            .unwrap()
-            .unwrap();
+        let rec = s.hub_record("Person", &id.to_string());
         let mut data = rec.data.clone();
         data["first_name"] = json!("Ingrid Marie");
         s.engine
@@ -118,7 +119,7 @@ async fn a_hub_edit_changes_only_the_mapped_value() {
                 &s.engine.hub,
                 s.prepared.org_id,
                 "Person",
-                Some(&hub),
+                Some(&rec.uid),
                 data,
                 None,
             )
@@ -222,22 +223,8 @@ async fn listings_carry_the_mapped_fields() {
     assert_eq!(s.fake.calls("get"), 0);
     assert_eq!(s.fake.writes(), 0);
     // What the rows carried reached the hub.
-    let maps = s
-        .engine
-        .store
-        .idmaps_after(
-            &ferry_framework::store::idmaps::IdMapFilter::all(&[s.prepared.connection_id]),
-            0,
-            1,
-        )
-        .unwrap();
-    let hub = maps[0].hub_id.clone().unwrap();
-    let rec = s
-        .engine
-        .store
-        .hub_get(s.prepared.org_id, &hub)
-        .unwrap()
-        .unwrap();
+    let first = s.fake.contacts()[0]["ContactId"].to_string();
+    let rec = s.hub_record("Organization", &first);
     for field in [
         "name",
         "org_number",

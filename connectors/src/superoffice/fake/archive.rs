@@ -150,6 +150,15 @@ pub fn row(entity: &str, r: &Value, formatted_phones: bool) -> Map<String, Value
     out
 }
 
+/// The archive's primary key column.
+pub fn key(entity: &str) -> &'static str {
+    if entity == "Person" {
+        "personId"
+    } else {
+        "contactId"
+    }
+}
+
 fn prefixes(entity: &str) -> (&'static str, &'static str) {
     if entity == "Person" {
         ("personUdef/", "personExtra/")
@@ -233,17 +242,45 @@ impl Query {
     }
 
     /// The page of rows, and where the next page starts when there is one.
+    /// The smallest primary key the answer can hold when the query asks for rows in
+    /// ascending primary-key order past a key (`… and contactId gt N`, `$orderBy=contactId`):
+    /// records in key order from there give the same page without reading the rest.
+    pub fn keyset_start(&self, key: &str) -> Option<i64> {
+        if self.order.as_ref() != Some(&(key.to_string(), false)) || self.skip != 0 {
+            return None;
+        }
+        let past = |e: &Expr| match e {
+            Expr::Clause(c, Op::Gt(n)) if c == key => Some(*n as i64 + 1),
+            _ => None,
+        };
+        Some(match &self.filter {
+            Some(Expr::And(all)) => all.iter().find_map(past).unwrap_or(0),
+            Some(e) => past(e).unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// The page of rows, and where the next page starts when there is one. With
+    /// `in_order`, `records` come in the order the query asks for (see
+    /// [`Query::keyset_start`]) and are read only as far as the page needs.
     pub fn answer<'a>(
         &self,
         entity: &str,
         records: impl Iterator<Item = &'a Value>,
         formatted_phones: bool,
+        in_order: bool,
     ) -> (Vec<Value>, Option<usize>) {
-        let mut rows: Vec<Map<String, Value>> = records
+        let matching = records
             .map(|r| row(entity, r, formatted_phones))
-            .filter(|r| self.filter.as_ref().is_none_or(|f| holds(f, r)))
-            .collect();
-        if let Some((col, desc)) = &self.order {
+            .filter(|r| self.filter.as_ref().is_none_or(|f| holds(f, r)));
+        let mut rows: Vec<Map<String, Value>> = if in_order {
+            matching
+                .take(self.skip.saturating_add(self.top).saturating_add(1))
+                .collect()
+        } else {
+            matching.collect()
+        };
+        if let (Some((col, desc)), false) = (&self.order, in_order) {
             rows.sort_by(|a, b| {
                 let ord = compare(a.get(col), b.get(col));
                 if *desc {
@@ -530,7 +567,7 @@ mod tests {
             true,
         )
         .unwrap();
-        let (rows, more) = query.answer("Contact", recs.iter(), false);
+        let (rows, more) = query.answer("Contact", recs.iter(), false, false);
         assert_eq!(
             rows,
             vec![json!({"PrimaryKey": "2", "EntityName": "contact", "contactId": 2, "name": "B"})]

@@ -875,7 +875,15 @@ async fn list(
             return so_error(400, "SoODataException", &e);
         }
     };
-    let (page, more) = query.answer(&entity, records.values(), formatted);
+    let (page, more) = match query.keyset_start(archive::key(&entity)) {
+        Some(start) => query.answer(
+            &entity,
+            records.range(start..).map(|(_, r)| r),
+            formatted,
+            true,
+        ),
+        None => query.answer(&entity, records.values(), formatted, false),
+    };
     let mut body = json!({
         "odata.metadata": format!("/{host}/{ctx}/api/v1/$metadata"),
         "odata.nextLink": null,
