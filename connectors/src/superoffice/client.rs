@@ -372,8 +372,9 @@ impl SuperOfficeClient {
         query
     }
 
-    /// One page of rows; a tenant that refuses `or` is asked again with the first of
-    /// the two passes that replace it.
+    /// One page of rows. A tenant that refuses the `or` query (4xx) is asked again with
+    /// the first of the two passes that replace it; when that answers, the tenant is known
+    /// to take no `or`.
     async fn rows(
         &self,
         a: &Archive,
@@ -382,21 +383,23 @@ impl SuperOfficeClient {
         at: &mut ListToken,
         top: usize,
     ) -> Result<(Vec<Value>, bool), ApiError> {
-        loop {
-            let query = Self::list_query(a, plan, since, at, top);
-            match self.odata_page(a.path, &query).await {
-                Err(ApiError::Permanent(e)) if at.pass == Pass::Either => {
-                    tracing::info!(error = %e, "SuperOffice refused `or` in $filter; listing changed and new records in two passes");
-                    self.no_or.store(true, Ordering::Relaxed);
-                    refuse_or()
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(self.settings.state_url());
-                    at.pass = Pass::Updated;
-                }
-                other => return other,
-            }
-        }
+        let query = Self::list_query(a, plan, since, at, top);
+        let failed = match self.odata_page(a.path, &query).await {
+            // A server error is not read as a refusal: it would hide an outage (and a
+            // failing page) behind the second pass.
+            Err(e @ ApiError::Permanent(_)) if at.pass == Pass::Either => e,
+            other => return other,
+        };
+        at.pass = Pass::Updated;
+        let query = Self::list_query(a, plan, since, at, top);
+        let page = self.odata_page(a.path, &query).await?;
+        tracing::info!(error = %failed, "SuperOffice failed `or` in $filter; listing changed and new records in two passes");
+        self.no_or.store(true, Ordering::Relaxed);
+        refuse_or()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.settings.state_url());
+        Ok(page)
     }
 
     /// Records for listed rows the list cannot carry whole: each read by id.

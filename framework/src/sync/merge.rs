@@ -343,4 +343,39 @@ mod tests {
         assert!(s.conflicts.is_empty() && s.to_hub.is_empty() && !s.push);
         assert_eq!(s.base, fields(json!({"name": "B", "phone": "1"})));
     }
+
+    #[test]
+    fn empty_text_and_no_value_are_the_same_value() {
+        // An application that keeps an emptied field as nothing, against a hub that holds
+        // "" (another application's empty field): no edit, no push.
+        let s = run(
+            json!({"name": "A", "phone": ""}),
+            json!({"name": "A", "phone": null}),
+            json!({"name": "A", "phone": ""}),
+            ConflictPolicy::Newest,
+            (2, 1),
+        );
+        assert!(
+            s.conflicts.is_empty() && s.to_hub.is_empty() && !s.push,
+            "{s:?}"
+        );
+        // Emptying a field is still an edit that flows.
+        let s = run(
+            json!({"name": "A", "phone": "1"}),
+            json!({"name": "A", "phone": ""}),
+            json!({"name": "A", "phone": "1"}),
+            ConflictPolicy::Newest,
+            (2, 1),
+        );
+        assert_eq!(s.to_hub, fields(json!({"phone": ""})));
+        assert_eq!(
+            hub_changes(
+                &fields(json!({"phone": null})),
+                &fields(json!({"phone": ""})),
+                &["phone".to_string()].into()
+            )
+            .len(),
+            0
+        );
+    }
 }
