@@ -183,23 +183,37 @@ pub fn response(text: &str) -> Result<Map<String, Value>, ApiError> {
         .unwrap_or("no ErrorDescription given")
         .to_string();
     let status = status.unwrap_or_else(|| "missing".into());
-    Err(classify(&format!("Status {status}: {description}")))
+    Err(classify(&status, &description))
 }
 
-/// WorkflowMax gives errors only as text: the wording decides the class.
-pub fn classify(message: &str) -> ApiError {
-    let lower = message.to_lowercase();
-    if lower.contains("token") || lower.contains("unauthori") || lower.contains("authenticat") {
-        ApiError::Auth(message.into())
-    } else if lower.contains("not found") || lower.contains("does not exist") {
-        ApiError::NotFound(message.into())
-    } else if lower.contains("rate limit") || lower.contains("too many") {
-        ApiError::RateLimited {
+/// An error envelope's class, from its whole `ErrorDescription`, never from a word inside
+/// it (a company called "Token Ltd" is not an authentication failure, and a custom field
+/// that is "not found" is not a deleted client):
+/// - the seed's documented authentication error, "Invalid access token" (SEED "API Error
+///   Responses"): refresh and retry once;
+/// - "Client not found" and the like, a record the call addressed that is gone;
+/// - "Rate limit exceeded": wait and retry;
+/// - anything else (the seed's "Invalid field value", every validation message): the
+///   record's own error, kept on its id map.
+///
+/// HTTP statuses (401, 403, 404, 429, 5xx) are classified by status before this.
+pub fn classify(status: &str, description: &str) -> ApiError {
+    let message = format!("Status {status}: {description}");
+    let said = description.trim().trim_end_matches('.').to_lowercase();
+    let gone = ["client", "contact", "record", "job", "staff"]
+        .iter()
+        .any(|e| {
+            said.strip_prefix(e)
+                .is_some_and(|rest| rest.ends_with(" not found"))
+        });
+    match said.as_str() {
+        "invalid access token" => ApiError::Auth(message),
+        "rate limit exceeded" => ApiError::RateLimited {
             retry_after: None,
-            message: message.into(),
-        }
-    } else {
-        ApiError::Permanent(message.into())
+            message,
+        },
+        _ if gone => ApiError::NotFound(message),
+        _ => ApiError::Permanent(message),
     }
 }
 
@@ -282,6 +296,31 @@ pub fn document(name: &str, value: &Value, order: &[&str]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn envelopes_are_classified_by_their_whole_description() {
+        let class = |d: &str| match classify("ERROR", d) {
+            ApiError::Auth(_) => "auth",
+            ApiError::NotFound(_) => "gone",
+            ApiError::RateLimited { .. } => "wait",
+            ApiError::Permanent(_) => "record",
+            _ => "other",
+        };
+        assert_eq!(class("Invalid access token"), "auth");
+        assert_eq!(class("Invalid access token."), "auth");
+        assert_eq!(class("Client not found"), "gone");
+        assert_eq!(class("Client \"Harbour\" not found"), "gone");
+        assert_eq!(class("Rate limit exceeded"), "wait");
+        for record in [
+            "Invalid field value",
+            "Name 'Token Ltd' is already taken",
+            "The token field is required",
+            "Custom field LinkedIn not found",
+            "Unauthorized characters in Name",
+        ] {
+            assert_eq!(class(record), "record", "{record}");
+        }
+    }
 
     #[test]
     fn round_trips_special_characters_and_lists() {
