@@ -150,8 +150,13 @@ impl ExternalClient for ForgetfulClient {
     async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError> {
         self.0.get(entity, id).await
     }
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
-        self.0.create(entity, fields).await
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        key: &str,
+    ) -> Result<Value, ApiError> {
+        self.0.create(entity, fields, key).await
     }
     async fn update(&self, entity: &EntityDef, id: &str, _: &Value) -> Result<Value, ApiError> {
         self.0

@@ -98,7 +98,12 @@ impl ExternalClient for LedgerClient {
             _ => l.invoices.get(id).cloned(),
         }))
     }
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        _key: &str,
+    ) -> Result<Value, ApiError> {
         Ok(with(&self.tenant, |l| match entity.external_entity {
             // An account has exactly one profile: "creating" it sets it.
             "Profile" => {
@@ -120,7 +125,7 @@ impl ExternalClient for LedgerClient {
         fields: &Value,
     ) -> Result<Value, ApiError> {
         if entity.external_entity == "Profile" {
-            return self.create(entity, fields).await;
+            return self.create(entity, fields, "").await;
         }
         Ok(with(&self.tenant, |l| l.write_invoice(Some(id), fields)))
     }

@@ -7,6 +7,7 @@ use common::{backends, connection, counts, engine, org, Opts};
 use ferry_connectors::phixflow::fake::FakePhixFlow;
 use ferry_connectors::phixflow::Mode;
 
+use ferry_framework::sandbox::{Fault, Target};
 use ferry_framework::sync::SyncOptions;
 use serde_json::json;
 
@@ -108,5 +109,49 @@ async fn hub_records_reach_the_actionflows_and_failures_are_retried() {
             assert!(r.entities.iter().all(|x| x.counts.writes() == 0), "{r:?}");
             assert_eq!(fake.calls("trigger"), before);
         }
+    }
+}
+
+/// A create whose answer was lost is sent again with the same `ferry_id` (the hub
+/// record's id, its idempotency key), so the actionflow, which upserts by it, holds the
+/// record once.
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()) {
+        let e = engine(&url, &Opts::default());
+        let fake = FakePhixFlow::new();
+        let addr = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let conn = connection(
+            "phixflow",
+            "phixflow",
+            FakePhixFlow::settings(addr, Mode::Wait),
+            &["organization"],
+            Default::default(),
+        );
+        let o = org(vec![conn.clone()]);
+        let p = e.prepare(&o, &conn, Some(FakePhixFlow::secrets())).unwrap();
+        let uid = e
+            .store
+            .hub_put(
+                &e.hub,
+                p.org_id,
+                "Organization",
+                None,
+                json!({"name": "Acme AS"}),
+                None,
+            )
+            .unwrap();
+        // The actionflow stores the record, and its answer never arrives: the client
+        // sends it again.
+        fake.fail_next(Target::Kind("trigger"), Fault::StoreThenFail(500));
+        let r = e.run(&p, &SyncOptions::default(), &|_| {}).await.unwrap();
+        assert!(!r.has_errors(), "{r:?}");
+        assert_eq!(fake.calls("trigger"), 2, "the create went twice");
+        // A later run sends nothing more.
+        e.run(&p, &SyncOptions::default(), &|_| {}).await.unwrap();
+        let got = fake.records("Sync Organizations");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["ferry_id"], json!(uid));
     }
 }

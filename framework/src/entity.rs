@@ -196,8 +196,17 @@ pub trait ExternalClient: Send + Sync {
     /// One record by id; `Ok(None)` when it no longer exists.
     async fn get(&self, entity: &EntityDef, id: &str) -> Result<Option<Value>, ApiError>;
 
-    /// Creates a record from mapped fields; returns the record as stored.
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError>;
+    /// Creates a record from mapped fields; returns the record as stored. `key` is the
+    /// create's idempotency key: the hub record's id, the same on every attempt to create
+    /// that record (a retry after a lost answer, the next run). A connector whose
+    /// application can hold it (an external id, a field it upserts by) stores it there,
+    /// so an attempt whose answer was lost never duplicates the record.
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        key: &str,
+    ) -> Result<Value, ApiError>;
 
     /// Updates a record with `fields`: only the mapped values that changed in the hub since
     /// the application and the hub last agreed (every mapped value for an entity that

@@ -263,7 +263,12 @@ impl ExternalClient for BlizWorkClient {
         self.case(entity.external_entity, n).await
     }
 
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        _key: &str,
+    ) -> Result<Value, ApiError> {
         let mut b = self.base_body();
         b.insert("workflowId".into(), entity.external_entity.into());
         // Starting a case is not idempotent: only a 429 is retried.

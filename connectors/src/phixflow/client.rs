@@ -205,9 +205,21 @@ impl ExternalClient for PhixFlowClient {
         ))
     }
 
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
-        self.send(entity, uuid::Uuid::now_v7().to_string(), fields)
-            .await
+    /// The record goes with the create's idempotency key as its `ferry_id`, which the
+    /// actionflow upserts by: every attempt for one hub record (a retry after a lost
+    /// answer or a poll timeout, the next run) names the same record, so none duplicates.
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        key: &str,
+    ) -> Result<Value, ApiError> {
+        if key.is_empty() {
+            return Err(ApiError::Permanent(
+                "a create needs its idempotency key".into(),
+            ));
+        }
+        self.send(entity, key.to_string(), fields).await
     }
 
     async fn update(
@@ -219,8 +231,8 @@ impl ExternalClient for PhixFlowClient {
         self.send(entity, id.to_string(), fields).await
     }
 
-    /// Nothing can be looked up; a create that failed is sent again (the actionflow sees a
-    /// new Ferry id only if the first attempt never reached it).
+    /// Nothing can be looked up; a create that failed is sent again with the same
+    /// `ferry_id`, which the actionflow upserts by.
     async fn find_match(
         &self,
         _entity: &EntityDef,

@@ -609,7 +609,12 @@ impl ExternalClient for SuperOfficeClient {
     /// Swagger-v1-Contact.json, "NetServer calculates default values on the entity, which
     /// is required when creating/storing a new instance"; SuperOfficeDocs
     /// `en/api/web-services/howto/company/create-contact.mdx`), then POSTs it.
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        _key: &str,
+    ) -> Result<Value, ApiError> {
         let path = columns::archive(entity.external_entity).path;
         let defaults = self.defaults(path).await?;
         let encoded = values::encode_fields(fields, &defaults).map_err(ApiError::Permanent)?;

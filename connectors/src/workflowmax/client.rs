@@ -611,7 +611,12 @@ impl ExternalClient for WorkflowMaxClient {
         }
     }
 
-    async fn create(&self, entity: &EntityDef, fields: &Value) -> Result<Value, ApiError> {
+    async fn create(
+        &self,
+        entity: &EntityDef,
+        fields: &Value,
+        _key: &str,
+    ) -> Result<Value, ApiError> {
         self.write(entity, None, None, fields).await
     }
 

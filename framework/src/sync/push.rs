@@ -422,8 +422,9 @@ impl EntitySync<'_> {
                 }
             }
         }
+        let key = w.map.hub_id.as_deref().unwrap_or_default();
         self.client
-            .create(self.def, &w.payload)
+            .create(self.def, &w.payload, key)
             .await
             .map(|r| (r, true))
     }
