@@ -2,8 +2,6 @@
 //! classification, keyset listing of archive rows, and reads and writes that keep what
 //! Ferry does not map.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use ferry_framework::connector::ConnectionContext;
@@ -23,13 +21,15 @@ use super::{tenant, values, Settings};
 /// The largest page asked for.
 const MAX_TOP: usize = 1000;
 
-/// Tenants (by state service address) that refused `or` in a `$filter` in this process,
-/// so a worker asks each such tenant in two passes from its second run on, without the
-/// refused query first.
-fn refuse_or() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
+/// Tenants (by state service address) that refused `or` in a `$filter` (undocumented
+/// either way) in this process: their changed and new records are listed in two passes,
+/// from the refusal on, without the refused query first.
+fn refuse_or() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
     static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
         std::sync::OnceLock::new();
     SEEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// Talks to one SuperOffice tenant.
@@ -44,9 +44,6 @@ pub struct SuperOfficeClient {
     person: Plan,
     /// Each entity's default entity, read once per client (a run).
     defaults: tokio::sync::Mutex<std::collections::HashMap<&'static str, Value>>,
-    /// Set once the tenant refused `or` in a `$filter` (undocumented either way): changed
-    /// and new records are then listed in two passes.
-    no_or: AtomicBool,
 }
 
 /// SuperOffice dates: `2024-05-01T10:00:00` (UTC, as the reference says of `UpdatedDate`
@@ -109,12 +106,6 @@ impl SuperOfficeClient {
             transport: ctx.transport,
             api: tokio::sync::Mutex::new(None),
             defaults: Default::default(),
-            no_or: AtomicBool::new(
-                refuse_or()
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&settings.state_url()),
-            ),
             settings,
         })
     }
@@ -394,11 +385,7 @@ impl SuperOfficeClient {
         let query = Self::list_query(a, plan, since, at, top);
         let page = self.odata_page(a.path, &query).await?;
         tracing::info!(error = %failed, "SuperOffice failed `or` in $filter; listing changed and new records in two passes");
-        self.no_or.store(true, Ordering::Relaxed);
-        refuse_or()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.settings.state_url());
+        refuse_or().insert(self.settings.state_url());
         Ok(page)
     }
 
@@ -435,7 +422,7 @@ impl SuperOfficeClient {
         since: Option<DateTime<Utc>>,
         body: &Value,
     ) -> Result<Option<Value>, ApiError> {
-        let since = since.map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        let since = since.map(ferry_framework::http::http_date);
         let (status, text) = self
             .exchange(Method::PUT, path, &[], Some(body), since.as_deref())
             .await?;
@@ -508,7 +495,7 @@ impl ExternalClient for SuperOfficeClient {
             None => ListToken {
                 pass: match since {
                     None => Pass::All,
-                    Some(_) if self.no_or.load(Ordering::Relaxed) => Pass::Updated,
+                    Some(_) if refuse_or().contains(&self.settings.state_url()) => Pass::Updated,
                     Some(_) => Pass::Either,
                 },
                 after: 0,
@@ -522,20 +509,13 @@ impl ExternalClient for SuperOfficeClient {
         let mut records = Vec::with_capacity(rows.len());
         let mut last = at.after;
         for row in &rows {
-            let rec = row
-                .as_object()
-                .ok_or_else(|| format!("a row is not an object: {}", short(row)))
-                .and_then(|r| a.record(plan, r));
-            match rec {
+            match a.record_of(plan, row) {
                 Ok(rec) => {
                     let id = id_text(rec.get(a.id_field)).and_then(|id| id.parse::<i64>().ok());
                     last = last.max(id.unwrap_or(0));
                     records.push(Fetched::Record(rec));
                 }
-                Err(e) => records.push(Fetched::Bad {
-                    id: None,
-                    error: format!("{}: {e}", a.path),
-                }),
+                Err(error) => records.push(Fetched::Bad { id: None, error }),
             }
         }
         let full = rows.len() >= top || more;
@@ -595,12 +575,10 @@ impl ExternalClient for SuperOfficeClient {
             ("$top", "1".to_string()),
         ];
         match self.odata(a.path, &query).await?.first() {
-            Some(Value::Object(row)) => a.record(plan, row).map(Some).map_err(ApiError::Malformed),
-            Some(other) => Err(ApiError::Malformed(format!(
-                "{}: a row is not an object: {}",
-                a.path,
-                short(other)
-            ))),
+            Some(row) => a
+                .record_of(plan, row)
+                .map(Some)
+                .map_err(ApiError::Malformed),
             None => Ok(None),
         }
     }

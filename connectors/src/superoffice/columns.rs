@@ -195,6 +195,17 @@ impl Archive {
     }
 
     /// A record as the entity would hold the fields `plan` carries, from one list row;
+    /// `Err` (naming the list) when the row is not an object or has no key.
+    pub fn record_of(&self, plan: &Plan, row: &Value) -> Result<Value, String> {
+        let fields = row.as_object().ok_or_else(|| {
+            let shown: String = row.to_string().chars().take(200).collect();
+            format!("{}: a row is not an object: {shown}", self.path)
+        })?;
+        self.record(plan, fields)
+            .map_err(|e| format!("{}: {e}", self.path))
+    }
+
+    /// A record as the entity would hold the fields `plan` carries, from one list row;
     /// `Err` when the row has no key.
     pub fn record(&self, plan: &Plan, row: &Map<String, Value>) -> Result<Value, String> {
         let id = row

@@ -17,7 +17,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use serde_json::{Map, Number, Value};
 
-/// The maps whose values are encoded.
+/// The maps whose values are encoded: the deprecated one first.
 pub const ENCODED_MAPS: [&str; 2] = ["UserDefinedFields", "CustomFields"];
 
 /// The kind of an encoded value, from its code.

@@ -66,6 +66,12 @@ impl ApiError {
     }
 }
 
+/// `t` as an HTTP date (RFC 9110 §5.6.7, IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`),
+/// for `Date`, `Retry-After` and `If-Unmodified-Since`.
+pub fn http_date(t: DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
 /// Reads `Retry-After`, given as delay-seconds or as an HTTP date (RFC 9110 §10.2.3); a
 /// date in the past is no wait, an unreadable value none at all (backoff then applies).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

@@ -228,7 +228,7 @@ impl FakeControl {
             }
             Some(Fault::RetryAfterDate(d)) => {
                 let at = Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
-                let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                let date = crate::http::http_date(at);
                 Err(status_answer(errors, 429, Some(date)))
             }
         }
@@ -443,10 +443,7 @@ pub async fn fake_date(
     axum::extract::State(control): axum::extract::State<std::sync::Arc<FakeControl>>,
     mut resp: Response,
 ) -> Response {
-    let date = control
-        .now()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
+    let date = crate::http::http_date(control.now());
     if let Ok(v) = HeaderValue::from_str(&date) {
         resp.headers_mut().insert(axum::http::header::DATE, v);
     }

@@ -33,6 +33,7 @@ use ferry_framework::sandbox::{
 use serde_json::{json, Value};
 
 use super::client::parse_date;
+use super::values::ENCODED_MAPS;
 
 mod archive;
 
@@ -253,15 +254,8 @@ impl FakeSuperOffice {
             return false;
         };
         let old = rec.clone();
-        mirror_custom_fields(rec, &fields);
-        if let (Value::Object(r), Value::Object(f)) = (&mut *rec, fields) {
-            for (k, v) in f {
-                if !matches!(k.as_str(), "UserDefinedFields" | "CustomFields") {
-                    r.insert(k, v);
-                }
-            }
-            r.insert("UpdatedDate".into(), Value::String(now));
-        }
+        apply_fields(rec, fields, id_key(entity));
+        rec["UpdatedDate"] = Value::String(now);
         let changes = changed_columns(&old, rec);
         notify(&g, entity, id, "changed", Some(changes));
         true
@@ -501,28 +495,34 @@ fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
     let id = g.next_id;
     let now = stamp(g);
     let mut rec = blank(entity, id);
-    mirror_custom_fields(&mut rec, &body);
-    if let (Value::Object(r), Value::Object(b)) = (&mut rec, body) {
-        for (k, v) in b {
-            if !matches!(k.as_str(), "UserDefinedFields" | "CustomFields") && k != id_key(entity) {
-                r.insert(k, v);
-            }
-        }
-        r.insert("CreatedDate".into(), Value::String(now.clone()));
-        // Unverified either way (contract-findings §1, "change filter"): a record never
-        // edited may carry no update date; the fake offers both.
-        let updated = if g.no_update_date_on_insert {
-            Value::Null
-        } else {
-            Value::String(now)
-        };
-        r.insert("UpdatedDate".into(), updated);
-    }
+    apply_fields(&mut rec, body, id_key(entity));
+    rec["CreatedDate"] = Value::String(now.clone());
+    // Unverified either way (contract-findings §1, "change filter"): a record never
+    // edited may carry no update date; the fake offers both.
+    rec["UpdatedDate"] = if g.no_update_date_on_insert {
+        Value::Null
+    } else {
+        Value::String(now)
+    };
     if let Some(t) = table(g, entity) {
         t.insert(id, rec.clone());
     }
     notify(g, entity, id, "created", None);
     (id, rec)
+}
+
+/// Writes `fields` into a stored record as a user's edit or a create does: each field
+/// replaces the record's, the user-defined and custom field maps key by key (see
+/// [`mirror_custom_fields`]); the record's id stays.
+fn apply_fields(rec: &mut Value, fields: Value, id_key: &str) {
+    mirror_custom_fields(rec, &fields);
+    if let (Value::Object(r), Value::Object(f)) = (rec, fields) {
+        for (k, v) in f {
+            if !ENCODED_MAPS.contains(&k.as_str()) && k != id_key {
+                r.insert(k, v);
+            }
+        }
+    }
 }
 
 /// Applies `body`'s user-defined and custom field values to `rec`, keeping the two maps in
@@ -532,17 +532,15 @@ fn store(g: &mut Inner, entity: &str, body: Value) -> (i64, Value) {
 /// sets one key differently in both maps (Ferry never does) `CustomFields` wins, as the
 /// map that supersedes the other.
 fn mirror_custom_fields(rec: &mut Value, body: &Value) {
-    let udef = body.get("UserDefinedFields").and_then(Value::as_object);
-    let custom = body.get("CustomFields").and_then(Value::as_object);
-    for (k, v) in udef
-        .into_iter()
-        .flatten()
-        .chain(custom.into_iter().flatten())
-    {
+    // `ENCODED_MAPS` lists `UserDefinedFields` first: `CustomFields` is applied last.
+    let maps = ENCODED_MAPS
+        .iter()
+        .filter_map(|m| body.get(*m)?.as_object());
+    for (k, v) in maps.flatten() {
         let maps: &[&str] = if k.starts_with("x_") {
             &["CustomFields"]
         } else {
-            &["UserDefinedFields", "CustomFields"]
+            &ENCODED_MAPS
         };
         for m in maps {
             if !rec.get(*m).is_some_and(Value::is_object) {
@@ -580,7 +578,7 @@ fn dropped(old: &Value, new: &Value) -> Option<String> {
                     }
                 }
             }
-            Value::Object(m) if ["UserDefinedFields", "CustomFields"].contains(&k.as_str()) => {
+            Value::Object(m) if ENCODED_MAPS.contains(&k.as_str()) => {
                 for (f, v) in m {
                     let kept = nv.and_then(|x| x.get(f)).is_some();
                     if !kept && v.as_str().is_some_and(|s| !s.is_empty()) {
